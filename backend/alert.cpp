@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <ctime>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -153,83 +154,307 @@ std::string FormatRfc3339(int64_t ns) {
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
 }
 
-Result<Batch> ParseBatch(std::string_view body) {
-  json doc = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return Status::InvalidArgument("body: malformed JSON");
-  if (!doc.is_object()) return Status::InvalidArgument("body: must be a JSON object");
-  auto events = doc.find("events");
-  if (events == doc.end() || !events->is_array())
-    return Status::InvalidArgument("events: required array");
+namespace {
 
+void AppendEscaped(std::string* out, std::string_view s) {
+  out->push_back('"');
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out->append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      case '\b': out->append("\\b"); break;
+      case '\f': out->append("\\f"); break;
+      default: fmt::format_to(std::back_inserter(*out), "\\u{:04x}", c);
+    }
+  }
+  out->append(s.data() + run, s.size() - run);
+  out->push_back('"');
+}
+
+// One pass over the body with nlohmann's SAX parser: validates the JSON,
+// extracts the fields the store indexes, and re-emits each alert as compact
+// JSON text without building a DOM (the DOM's allocations were most of the
+// ingest CPU). "agent", "agents" and "stats" are small: their text is
+// captured the same way and parsed into a DOM afterwards.
+class BatchSax {
+ public:
+  using json_t = json;
+  Status error;
   Batch batch;
-  auto agent = doc.find("agent");
-  auto stats = doc.find("stats");
-  if (stats != doc.end() && !stats->is_null() && !stats->is_object())
-    return Status::InvalidArgument("stats: must be an object");
-  if (agent != doc.end() && !agent->is_null()) {
-    auto a = ParseAgent(*agent, stats != doc.end() ? &*stats : nullptr, "agent");
+  std::string agent_text, agents_text, stats_text;
+  bool saw_events = false;
+
+  bool null() { return Scalar("null", Kind::kNull); }
+  bool boolean(bool v) { return Scalar(v ? "true" : "false", Kind::kOther); }
+  bool number_integer(json::number_integer_t v) { return Number(fmt::format_int(v).str()); }
+  bool number_unsigned(json::number_unsigned_t v) { return Number(fmt::format_int(v).str()); }
+  bool number_float(json::number_float_t, const std::string& raw) { return Number(raw); }
+  bool binary(json::binary_t&) { return Fail(Status::InvalidArgument("body: malformed JSON")); }
+  bool string(std::string& v) {
+    if (depth_ == 3 && in_events_) {
+      StringField(v);
+      if (ev_key_ == "priority") {
+        int idx = PriorityIndex(v);
+        if (idx >= 0) {
+          BeforeValue();
+          AppendEscaped(out_, kPriorityNames[idx]);
+          return true;
+        }
+      }
+    } else if (depth_ == 4 && in_events_ && in_fields_) {
+      FieldString(v);
+    }
+    if (depth_ == 0) return Fail(Status::InvalidArgument("body: must be a JSON object"));
+    if (depth_ == 1) return TopScalar();
+    if (depth_ == 2 && in_events_) return NotObject();
+    if (out_) {
+      BeforeValue();
+      AppendEscaped(out_, v);
+    }
+    return true;
+  }
+  bool key(std::string& k) {
+    if (depth_ == 1) top_key_ = k;
+    if (depth_ == 3 && in_events_) ev_key_ = k;
+    if (depth_ == 4 && in_events_ && in_fields_) {
+      field_key_ = k;
+      ++field_count_;
+    }
+    if (out_) {
+      if (!first_.back()) out_->push_back(',');
+      first_.back() = false;
+      AppendEscaped(out_, k);
+      out_->push_back(':');
+      after_key_ = true;
+    }
+    return true;
+  }
+  bool start_object(std::size_t) { return Start('{', true); }
+  bool start_array(std::size_t) { return Start('[', false); }
+  bool end_object() { return End('}'); }
+  bool end_array() { return End(']'); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
+    if (error.ok()) error = Status::InvalidArgument("body: malformed JSON");
+    return false;
+  }
+
+ private:
+  enum class Kind { kNull, kOther };
+
+  bool Fail(Status st) {
+    if (error.ok()) error = std::move(st);
+    return false;
+  }
+  Status Bad(const char* field, std::string_view why) {
+    return Status::InvalidArgument(fmt::format("events[{}].{}: {}", index_, field, why));
+  }
+  bool NotObject() { return Fail(Status::InvalidArgument(fmt::format("events[{}]: must be an object", index_))); }
+  bool TopScalar() {
+    if (top_key_ == "events") return Fail(Status::InvalidArgument("events: required array"));
+    if (top_key_ == "stats" || top_key_ == "agent" || top_key_ == "agents") {
+      // Scalars there: recorded as text, checked after the parse.
+      std::string* t = top_key_ == "stats" ? &stats_text : top_key_ == "agent" ? &agent_text : &agents_text;
+      *t = "scalar";
+    }
+    return true;
+  }
+  void BeforeValue() {
+    if (after_key_) {
+      after_key_ = false;
+    } else if (!first_.empty()) {
+      if (!first_.back()) out_->push_back(',');
+      first_.back() = false;
+    }
+  }
+  bool Scalar(std::string_view text, Kind kind) {
+    if (depth_ == 0) return Fail(Status::InvalidArgument("body: must be a JSON object"));
+    if (depth_ == 1) {
+      if (kind == Kind::kNull && top_key_ != "events") return true;
+      return TopScalar();
+    }
+    if (depth_ == 2 && in_events_) return NotObject();
+    if (depth_ == 3 && in_events_) {
+      if (ev_key_ == "tags" && kind != Kind::kNull) tags_bad_ = true;
+      if (ev_key_ == "output_fields") fields_bad_ = true;
+    }
+    if (out_) {
+      BeforeValue();
+      out_->append(text);
+    }
+    return true;
+  }
+  bool Number(const std::string& text) { return Scalar(text, Kind::kOther); }
+
+  void StringField(const std::string& v) {
+    if (ev_key_ == "uuid") cur_.uuid = v, has_uuid_ = true;
+    else if (ev_key_ == "rule") cur_.rule = v, has_rule_ = true;
+    else if (ev_key_ == "priority") cur_.priority = v, has_priority_ = true;
+    else if (ev_key_ == "time") time_ = v, has_time_ = true;
+    else if (ev_key_ == "output") cur_.output = v;
+    else if (ev_key_ == "source") cur_.source = v;
+    else if (ev_key_ == "hostname") cur_.hostname = v;
+    else if (ev_key_ == "agent_id") cur_.agent_id = v;
+    else if (ev_key_ == "tags") tags_bad_ = true;
+    else if (ev_key_ == "output_fields") fields_bad_ = true;
+  }
+  void FieldString(const std::string& v) {
+    if (field_key_ == "container.id") cur_.container_id = v;
+    else if (field_key_ == "container.name") cur_.container_name = v;
+    else if (field_key_ == "container.image.repository") cur_.image = v;
+    else if (field_key_ == "aws.ecs.task.arn") cur_.task_arn = v;
+    else if (field_key_ == "agent.id" && fields_agent_.empty()) fields_agent_ = v;
+  }
+
+  bool Start(char c, bool object) {
+    if (depth_ == 0) {
+      if (!object) return Fail(Status::InvalidArgument("body: must be a JSON object"));
+      depth_ = 1;
+      return true;
+    }
+    if (depth_ == 1) {
+      if (top_key_ == "events") {
+        if (object) return Fail(Status::InvalidArgument("events: required array"));
+        in_events_ = true;
+        saw_events = true;
+        depth_ = 2;
+        return true;
+      }
+      if (top_key_ == "agent") out_ = &agent_text;
+      else if (top_key_ == "agents") out_ = &agents_text;
+      else if (top_key_ == "stats") out_ = &stats_text;
+      if (out_) out_->clear();
+    } else if (depth_ == 2 && in_events_) {
+      if (!object) return NotObject();
+      cur_ = Alert();
+      time_.clear();
+      fields_agent_.clear();
+      has_uuid_ = has_rule_ = has_priority_ = has_time_ = false;
+      fields_seen_ = fields_bad_ = tags_bad_ = false;
+      field_count_ = 0;
+      out_ = &cur_.json;
+      after_key_ = false;
+    } else if (depth_ == 3 && in_events_) {
+      if (ev_key_ == "output_fields") {
+        if (object) {
+          in_fields_ = true;
+          fields_seen_ = true;
+          field_count_ = 0;
+        } else {
+          fields_bad_ = true;
+        }
+      } else if (ev_key_ == "tags" && object) {
+        tags_bad_ = true;
+      }
+    }
+    if (out_) {
+      BeforeValue();
+      out_->push_back(c);
+      first_.push_back(true);
+    }
+    ++depth_;
+    return true;
+  }
+
+  bool End(char c) {
+    --depth_;
+    if (out_) {
+      out_->push_back(c);
+      first_.pop_back();
+    }
+    if (depth_ == 3 && in_events_ && in_fields_) in_fields_ = false;
+    if (depth_ == 1 && in_events_) {
+      in_events_ = false;  // the events array closed
+      return true;
+    }
+    if (depth_ == 2 && in_events_) {
+      out_ = nullptr;
+      Status st = FinishAlert();
+      if (!st.ok()) return Fail(std::move(st));
+      ++index_;
+      return true;
+    }
+    if (depth_ == 1) out_ = nullptr;  // agent / agents / stats captured
+    return true;
+  }
+
+  // The checks, in the order a reader expects the reasons.
+  Status FinishAlert() {
+    if (!has_uuid_ || cur_.uuid.empty()) return Bad("uuid", "required non-empty string (the dedupe key)");
+    if (cur_.uuid.size() > 128) return Bad("uuid", "longer than 128 bytes");
+    if (!has_rule_ || cur_.rule.empty()) return Bad("rule", "required non-empty string");
+    if (!has_priority_) return Bad("priority", "required string");
+    cur_.priority_index = PriorityIndex(cur_.priority);
+    if (cur_.priority_index < 0) return Bad("priority", fmt::format("unknown priority \"{}\"", cur_.priority));
+    cur_.priority = std::string(kPriorityNames[cur_.priority_index]);
+    if (!has_time_) return Bad("time", "required RFC 3339 string");
+    if (!ParseRfc3339(time_, &cur_.time_ns)) return Bad("time", fmt::format("not RFC 3339: \"{}\"", time_));
+    if (!fields_seen_ || fields_bad_ || field_count_ == 0) return Bad("output_fields", "required non-empty object");
+    if (tags_bad_) return Bad("tags", "must be an array");
+    if (cur_.source.empty()) cur_.source = "syscall";
+    if (cur_.agent_id.empty()) cur_.agent_id = fields_agent_;
+    batch.alerts.push_back(std::move(cur_));
+    return Status::Ok();
+  }
+
+  int depth_ = 0;
+  bool in_events_ = false, in_fields_ = false;
+  std::string top_key_, ev_key_, field_key_;
+  size_t index_ = 0;
+  std::string* out_ = nullptr;  // where the current captured value's text goes
+  std::vector<bool> first_;     // per open container in out_: no element yet
+  bool after_key_ = false;
+  Alert cur_;
+  std::string time_, fields_agent_;
+  bool has_uuid_ = false, has_rule_ = false, has_priority_ = false, has_time_ = false;
+  bool fields_seen_ = false, fields_bad_ = false, tags_bad_ = false;
+  size_t field_count_ = 0;
+};
+
+}  // namespace
+
+Result<Batch> ParseBatch(std::string_view body) {
+  BatchSax sax;
+  bool ok = json::sax_parse(body.begin(), body.end(), &sax, json::input_format_t::json, /*strict=*/true);
+  if (!sax.error.ok()) return sax.error;
+  if (!ok) return Status::InvalidArgument("body: malformed JSON");
+  if (!sax.saw_events) return Status::InvalidArgument("events: required array");
+  Batch batch = std::move(sax.batch);
+
+  json stats;
+  if (!sax.stats_text.empty()) {
+    stats = json::parse(sax.stats_text, nullptr, false);
+    if (!stats.is_object()) return Status::InvalidArgument("stats: must be an object");
+  }
+  if (!sax.agent_text.empty()) {
+    json agent = json::parse(sax.agent_text, nullptr, false);
+    auto a = ParseAgent(agent, stats.is_null() ? nullptr : &stats, "agent");
     if (!a.ok()) return a.status();
     batch.agents.push_back(std::move(a.value()));
   }
-  auto agents = doc.find("agents");
-  if (agents != doc.end() && !agents->is_null()) {
-    if (!agents->is_array()) return Status::InvalidArgument("agents: must be an array");
-    for (size_t i = 0; i < agents->size(); ++i) {
-      auto a = ParseAgent((*agents)[i], nullptr, fmt::format("agents[{}]", i));
+  if (!sax.agents_text.empty()) {
+    json agents = json::parse(sax.agents_text, nullptr, false);
+    if (!agents.is_array()) return Status::InvalidArgument("agents: must be an array");
+    for (size_t i = 0; i < agents.size(); ++i) {
+      auto a = ParseAgent(agents[i], nullptr, fmt::format("agents[{}]", i));
       if (!a.ok()) return a.status();
       batch.agents.push_back(std::move(a.value()));
     }
   }
-  const AgentRecord* only_agent = batch.agents.size() == 1 ? &batch.agents[0] : nullptr;
-
-  batch.alerts.reserve(events->size());
-  for (size_t i = 0; i < events->size(); ++i) {
-    json& e = (*events)[i];
-    auto bad = [&](const char* field, std::string_view why) {
-      return Status::InvalidArgument(fmt::format("events[{}].{}: {}", i, field, why));
-    };
-    if (!e.is_object()) return Status::InvalidArgument(fmt::format("events[{}]: must be an object", i));
-    Alert a;
-    auto uuid = e.find("uuid");
-    if (uuid == e.end() || !uuid->is_string() || uuid->get_ref<const std::string&>().empty())
-      return bad("uuid", "required non-empty string (the dedupe key)");
-    a.uuid = uuid->get_ref<const std::string&>();
-    if (a.uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
-    auto rule = e.find("rule");
-    if (rule == e.end() || !rule->is_string() || rule->get_ref<const std::string&>().empty())
-      return bad("rule", "required non-empty string");
-    a.rule = rule->get_ref<const std::string&>();
-    auto prio = e.find("priority");
-    if (prio == e.end() || !prio->is_string()) return bad("priority", "required string");
-    a.priority_index = PriorityIndex(prio->get_ref<const std::string&>());
-    if (a.priority_index < 0)
-      return bad("priority", fmt::format("unknown priority \"{}\"", prio->get_ref<const std::string&>()));
-    a.priority = std::string(kPriorityNames[a.priority_index]);
-    *prio = a.priority;  // canonical spelling in the stored JSON
-    auto time = e.find("time");
-    if (time == e.end() || !time->is_string()) return bad("time", "required RFC 3339 string");
-    if (!ParseRfc3339(time->get_ref<const std::string&>(), &a.time_ns))
-      return bad("time", fmt::format("not RFC 3339: \"{}\"", time->get_ref<const std::string&>()));
-    auto fields = e.find("output_fields");
-    if (fields == e.end() || !fields->is_object() || fields->empty())
-      return bad("output_fields", "required non-empty object");
-    auto tags = e.find("tags");
-    if (tags != e.end() && !tags->is_array() && !tags->is_null()) return bad("tags", "must be an array");
-    a.output = Str(e, "output");
-    a.source = Str(e, "source");
-    if (a.source.empty()) a.source = "syscall";
-    a.hostname = Str(e, "hostname");
-    a.container_id = Str(*fields, "container.id");
-    a.container_name = Str(*fields, "container.name");
-    a.image = Str(*fields, "container.image.repository");
-    a.task_arn = Str(*fields, "aws.ecs.task.arn");
-    a.agent_id = Str(e, "agent_id");
-    if (a.agent_id.empty()) a.agent_id = Str(*fields, "agent.id");
-    if (a.agent_id.empty() && only_agent) a.agent_id = only_agent->id;
-    if (only_agent && a.container_id.empty()) a.container_id = only_agent->container_id;
-    if (only_agent && a.task_arn.empty()) a.task_arn = only_agent->task_arn;
-    a.json = Dump(e);
-    batch.alerts.push_back(std::move(a));
+  if (batch.agents.size() == 1) {
+    const AgentRecord& only = batch.agents[0];
+    for (Alert& a : batch.alerts) {
+      if (a.agent_id.empty()) a.agent_id = only.id;
+      if (a.container_id.empty()) a.container_id = only.container_id;
+      if (a.task_arn.empty()) a.task_arn = only.task_arn;
+    }
   }
   return batch;
 }
