@@ -41,7 +41,6 @@ CREATE INDEX events_rule ON events(rule, time_ns);
 CREATE INDEX events_priority ON events(priority_num, time_ns);
 CREATE INDEX events_container ON events(container_id, time_ns);
 CREATE INDEX events_task ON events(task_arn, time_ns);
-CREATE INDEX events_agent ON events(agent_id, time_ns);
 CREATE TABLE agents (
   id             TEXT PRIMARY KEY,
   hostname       TEXT NOT NULL DEFAULT '',
@@ -127,7 +126,7 @@ Status Store::Init() {
   writer_ = *w;
   // WAL: readers never block the writer and vice versa; FULL: fsync the WAL
   // on every COMMIT (see the header for why not NORMAL).
-  Status st = Exec(writer_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+  Status st = Exec(writer_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536;");
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
   {

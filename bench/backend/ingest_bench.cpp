@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/tls/cert_gen.h"
 #include "tests/backend/harness.h"
@@ -25,6 +27,22 @@ using namespace sidetrace::backend_test;
 using json = nlohmann::json;
 
 namespace {
+
+// utime + stime of a process in seconds, from /proc/PID/stat.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  size_t p = text.rfind(')');
+  if (p == std::string::npos) return 0;
+  std::istringstream fields(text.substr(p + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 std::string Compress(const std::string& encoding, const std::string& in) {
   if (encoding == "zstd") {
@@ -83,6 +101,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> headers;
   if (!encoding.empty()) headers["Content-Encoding"] = encoding;
   std::vector<double> lat;
+  double cpu0 = CpuSeconds(backend.pid());
   size_t bytes = 0, wire = 0;
   int64_t t0 = NowNs() - 3600LL * 1000000000LL;
   for (int b = 0; b < batches; ++b) {
@@ -106,6 +125,7 @@ int main(int argc, char** argv) {
     }
     lat.push_back(s);
   }
+  double cpu = CpuSeconds(backend.pid()) - cpu0;
   double total = 0;
   for (double l : lat) total += l;
   std::vector<double> sorted = lat;
@@ -117,6 +137,8 @@ int main(int argc, char** argv) {
   std::printf("events/s=%.0f (sum of batch latencies %.2f s for %.0f events)\n", events / total, total, events);
   std::printf("batch latency ms: p50=%.1f p99=%.1f max=%.1f\n", pct(0.50) * 1e3, pct(0.99) * 1e3,
               sorted.back() * 1e3);
+  // The machine is shared: CPU time says what one idle core would sustain.
+  std::printf("backend CPU: %.1f ms per batch -> %.0f events per CPU-second\n", cpu / batches * 1e3, events / cpu);
   // Server side: time from request read to commit (handler only).
   HttpClient api(backend.http_port());
   std::string m = api.Get("/metrics").body;
