@@ -179,16 +179,17 @@ void AppendEscaped(std::string* out, std::string_view s) {
   out->push_back('"');
 }
 
-// One pass over the body with nlohmann's SAX parser: validates the JSON,
-// extracts the fields the store indexes, and re-emits each alert as compact
-// JSON text without building a DOM (the DOM's allocations were most of the
-// ingest CPU). "agent", "agents" and "stats" are small: their text is
-// captured the same way and parsed into a DOM afterwards.
+// One pass over the body with nlohmann's SAX parser: validates the JSON and
+// extracts the fields the store indexes, without building a DOM (the DOM's
+// allocations were most of the ingest CPU). Each alert's text is then taken
+// from the body itself (EventSpans). "agent", "agents" and "stats" are small:
+// their text is re-emitted while parsing and parsed into a DOM afterwards.
 class BatchSax {
  public:
   using json_t = json;
   Status error;
   Batch batch;
+  std::vector<size_t> respelled;  // alerts whose priority needs Falco's spelling
   std::string agent_text, agents_text, stats_text;
   bool saw_events = false;
 
@@ -201,14 +202,6 @@ class BatchSax {
   bool string(std::string& v) {
     if (depth_ == 3 && in_events_) {
       StringField(v);
-      if (ev_key_ == "priority") {
-        int idx = PriorityIndex(v);
-        if (idx >= 0) {
-          BeforeValue();
-          AppendEscaped(out_, kPriorityNames[idx]);
-          return true;
-        }
-      }
     } else if (depth_ == 4 && in_events_ && in_fields_) {
       FieldString(v);
     }
@@ -339,8 +332,6 @@ class BatchSax {
       has_uuid_ = has_rule_ = has_priority_ = has_time_ = false;
       fields_seen_ = fields_bad_ = tags_bad_ = false;
       field_count_ = 0;
-      out_ = &cur_.json;
-      after_key_ = false;
     } else if (depth_ == 3 && in_events_) {
       if (ev_key_ == "output_fields") {
         if (object) {
@@ -375,7 +366,6 @@ class BatchSax {
       return true;
     }
     if (depth_ == 2 && in_events_) {
-      out_ = nullptr;
       Status st = FinishAlert();
       if (!st.ok()) return Fail(std::move(st));
       ++index_;
@@ -393,7 +383,10 @@ class BatchSax {
     if (!has_priority_) return Bad("priority", "required string");
     cur_.priority_index = PriorityIndex(cur_.priority);
     if (cur_.priority_index < 0) return Bad("priority", fmt::format("unknown priority \"{}\"", cur_.priority));
-    cur_.priority = std::string(kPriorityNames[cur_.priority_index]);
+    if (cur_.priority != kPriorityNames[cur_.priority_index]) {
+      cur_.priority = std::string(kPriorityNames[cur_.priority_index]);
+      respelled.push_back(batch.alerts.size());
+    }
     if (!has_time_) return Bad("time", "required RFC 3339 string");
     if (!ParseRfc3339(time_, &cur_.time_ns)) return Bad("time", fmt::format("not RFC 3339: \"{}\"", time_));
     if (!fields_seen_ || fields_bad_ || field_count_ == 0) return Bad("output_fields", "required non-empty object");
@@ -418,6 +411,97 @@ class BatchSax {
   size_t field_count_ = 0;
 };
 
+size_t SkipWs(std::string_view s, size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') ++i;
+    else if (s[i] == '"') return i + 1;
+  }
+  return s.size();
+}
+
+size_t SkipValue(std::string_view s, size_t i) {
+  if (i >= s.size()) return i;
+  if (s[i] == '"') return SkipString(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        i = SkipString(s, i);
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return i;
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
+         s[i] != '\n' && s[i] != '\r')
+    ++i;
+  return i;
+}
+
+// The elements of every top-level "events" array, in order, as compact text
+// (whitespace outside strings removed, so that one alert is one line).
+// REQUIRES: `body` is valid JSON with an object at the top (the SAX pass
+// checked it), so a depth-and-quotes scan finds the same elements.
+std::vector<std::string> EventTexts(std::string_view s) {
+  std::vector<std::string> out;
+  size_t i = SkipWs(s, 0) + 1;  // past '{'
+  for (;;) {
+    i = SkipWs(s, i);
+    if (i >= s.size() || s[i] != '"') break;
+    size_t key_end = SkipString(s, i);
+    std::string_view raw = s.substr(i, key_end - i);
+    bool is_events = raw == "\"events\"";
+    if (!is_events && raw.find('\\') != std::string_view::npos) {
+      json k = json::parse(raw, nullptr, false);
+      is_events = k.is_string() && k.get_ref<const std::string&>() == "events";
+    }
+    i = SkipWs(s, key_end) + 1;  // past ':'
+    i = SkipWs(s, i);
+    if (is_events && i < s.size() && s[i] == '[') {
+      ++i;
+      for (;;) {
+        i = SkipWs(s, i);
+        if (i >= s.size() || s[i] == ']') break;
+        size_t end = SkipValue(s, i);
+        std::string text;
+        text.reserve(end - i);
+        for (size_t j = i; j < end;) {
+          char c = s[j];
+          if (c == '"') {
+            size_t e = SkipString(s, j);
+            text.append(s.data() + j, e - j);
+            j = e;
+          } else {
+            if (c != ' ' && c != '\t' && c != '\n' && c != '\r') text.push_back(c);
+            ++j;
+          }
+        }
+        out.push_back(std::move(text));
+        i = SkipWs(s, end);
+        if (i < s.size() && s[i] == ',') ++i;
+      }
+      ++i;  // past ']'
+    } else {
+      i = SkipValue(s, i);
+    }
+    i = SkipWs(s, i);
+    if (i < s.size() && s[i] == ',') ++i;
+    else break;
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<Batch> ParseBatch(std::string_view body) {
@@ -427,6 +511,16 @@ Result<Batch> ParseBatch(std::string_view body) {
   if (!ok) return Status::InvalidArgument("body: malformed JSON");
   if (!sax.saw_events) return Status::InvalidArgument("events: required array");
   Batch batch = std::move(sax.batch);
+  std::vector<std::string> texts = EventTexts(body);
+  if (texts.size() != batch.alerts.size())
+    return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", texts.size(), batch.alerts.size()));
+  for (size_t i = 0; i < texts.size(); ++i) batch.alerts[i].json = std::move(texts[i]);
+  for (size_t i : sax.respelled) {
+    // Rare: "warning" instead of "Warning". Store Falco's spelling.
+    json j = json::parse(batch.alerts[i].json, nullptr, false);
+    j["priority"] = batch.alerts[i].priority;
+    batch.alerts[i].json = Dump(j);
+  }
 
   json stats;
   if (!sax.stats_text.empty()) {
