@@ -1,0 +1,260 @@
+#include "agent/open_emulator.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+namespace sidetrace::agent {
+namespace {
+
+// Capabilities that change the outcome of a path lookup or open.
+constexpr uint64_t Cap(int n) { return uint64_t{1} << n; }
+constexpr uint64_t kFsCaps = Cap(1) /*DAC_OVERRIDE*/ | Cap(2) /*DAC_READ_SEARCH*/ | Cap(3) /*FOWNER*/ |
+                             Cap(4) /*FSETID*/ | Cap(9) /*LINUX_IMMUTABLE*/ | Cap(27) /*MKNOD*/ |
+                             Cap(32) /*MAC_OVERRIDE*/;
+
+constexpr uint64_t kKnownOpenFlags = O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK |
+                                     O_DSYNC | O_ASYNC | O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW |
+                                     O_NOATIME | O_CLOEXEC | O_SYNC | O_PATH | O_TMPFILE;
+constexpr uint64_t kKnownResolve =
+    RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_IN_ROOT;
+
+#ifndef OVERLAYFS_SUPER_MAGIC
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#endif
+#ifndef XFS_SUPER_MAGIC
+#define XFS_SUPER_MAGIC 0x58465342
+#endif
+
+// Filesystems whose files mean the same whoever opens them and whose open
+// has no side effect beyond the flags' own.
+bool DiskLike(long type) {
+  switch (static_cast<unsigned long>(type)) {
+    case EXT4_SUPER_MAGIC:  // also ext2/ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case OVERLAYFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+    case SQUASHFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+  open_how how{};
+  how.flags = flags;
+  how.mode = mode;
+  how.resolve = resolve;
+  return static_cast<int>(syscall(SYS_openat2, dirfd, path, &how, sizeof how));
+}
+
+// Errors that say something about the agent (its limits, its own lookup
+// restrictions) rather than about the tracee's call.
+bool AgentSideError(int err) {
+  return err == ELOOP || err == EXDEV || err == EMFILE || err == ENFILE || err == ENOMEM || err == EAGAIN ||
+         err == EINTR || err == ENOSYS || err == EPERM;
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+  int release() {
+    int f = fd;
+    fd = -1;
+    return f;
+  }
+};
+
+}  // namespace
+
+OpenEmulator::OpenEmulator() {
+  if (access("/proc/self/fd", X_OK) != 0) {
+    available_ = false;
+    why_unavailable_ = "/proc is not mounted";
+    return;
+  }
+  ProcStatus me;
+  if (!ReadProcStatus(getpid(), &me)) {
+    available_ = false;
+    why_unavailable_ = "cannot read /proc/self/status";
+    return;
+  }
+  my_fsuid_ = me.fsuid;
+  my_fsgid_ = me.fsgid;
+  my_groups_ = me.groups;
+  my_fs_caps_ = me.cap_eff & kFsCaps;
+}
+
+bool OpenEmulator::AdoptCredentials(const ProcStatus& c) {
+  // The raw syscalls change only the calling thread's credentials; glibc's
+  // wrappers would broadcast them to every thread (setxid).
+  if (c.groups != my_groups_) {
+    std::vector<gid_t> g(c.groups.begin(), c.groups.end());
+    if (syscall(SYS_setgroups, g.size(), g.data()) != 0) return false;
+    adopted_ = true;
+  }
+  if (c.fsgid != my_fsgid_) {
+    syscall(SYS_setfsgid, c.fsgid);
+    adopted_ = true;
+    if (static_cast<uint32_t>(syscall(SYS_setfsgid, -1)) != c.fsgid) return false;
+  }
+  if (c.fsuid != my_fsuid_) {
+    syscall(SYS_setfsuid, c.fsuid);
+    adopted_ = true;
+    if (static_cast<uint32_t>(syscall(SYS_setfsuid, -1)) != c.fsuid) return false;
+  }
+  return true;
+}
+
+void OpenEmulator::RestoreCredentials() {
+  if (!adopted_) return;
+  syscall(SYS_setfsuid, my_fsuid_);
+  syscall(SYS_setfsgid, my_fsgid_);
+  std::vector<gid_t> g(my_groups_.begin(), my_groups_.end());
+  syscall(SYS_setgroups, g.size(), g.data());
+  adopted_ = false;
+}
+
+OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
+  OpenOutcome out;
+  auto fallback = [&out](const char* why) {
+    out.kind = OpenOutcome::kFallback;
+    out.why = why;
+    return out;
+  };
+  if (!available_) return fallback("unavailable");
+  Proc* proc = req.proc;
+  const uint64_t flags = req.flags;
+  if ((flags & O_TMPFILE) == O_TMPFILE) return fallback("O_TMPFILE");
+  if (req.is_openat2 && ((flags & ~kKnownOpenFlags) || (req.resolve & ~kKnownResolve) ||
+                         (req.mode && !(flags & O_CREAT)))) {
+    return fallback("openat2 flags");
+  }
+  if (req.path.empty()) return fallback("empty path");
+  if (!proc->same_root) return fallback("chroot");
+  if (!proc->creds_valid) {
+    if (!ReadProcStatus(req.tid, &proc->creds)) return fallback("status");
+    proc->creds_valid = true;
+  }
+  const ProcStatus& c = proc->creds;
+  // What the agent's thread will hold once it runs with the tracee's fsuid:
+  // moving fsuid from 0 to non-zero clears the filesystem capabilities
+  // (capabilities(7), "Effect of user ID changes on capabilities").
+  uint64_t expected_caps = 0;
+  if (c.fsuid == my_fsuid_) {
+    expected_caps = my_fs_caps_;
+  } else if (my_fsuid_ != 0) {
+    return fallback("credentials");
+  }
+  if ((c.cap_eff & kFsCaps) != expected_caps) return fallback("capabilities");
+
+  // The directory the path is relative to, and its name for fd.name.
+  Fd base;
+  std::string base_name;
+  const bool absolute = req.path[0] == '/';
+  if (!absolute) {
+    if (req.dirfd == AT_FDCWD) {
+      base.fd = open(("/proc/" + std::to_string(req.tid) + "/cwd").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (base.fd < 0) return fallback("cwd");
+    } else {
+      if (proc->pidfd < 0) return fallback("pidfd");
+      base.fd = static_cast<int>(syscall(SYS_pidfd_getfd, proc->pidfd, req.dirfd, 0));
+      if (base.fd < 0) {
+        if (errno == EBADF) {
+          out.kind = OpenOutcome::kFailed;
+          out.error = EBADF;
+          return out;
+        }
+        return fallback("dirfd");
+      }
+    }
+    if (!Readlink("/proc/self/fd/" + std::to_string(base.fd), &base_name) || base_name.empty() ||
+        base_name[0] != '/') {
+      return fallback("dirfd name");
+    }
+  }
+  out.name = absolute ? NormalizePath(req.path) : JoinPath(base_name, req.path);
+  const int dirfd = absolute ? AT_FDCWD : base.fd;
+
+  if (!AdoptCredentials(c)) {
+    RestoreCredentials();
+    return fallback("credentials");
+  }
+  struct Restore {
+    OpenEmulator* e;
+    ~Restore() { e->RestoreCredentials(); }
+  } restore{this};
+
+  const uint64_t resolve = req.resolve | RESOLVE_NO_MAGICLINKS;
+  Fd looked;
+  looked.fd = OpenAt2(dirfd, req.path.c_str(), O_PATH | O_CLOEXEC | (flags & (O_NOFOLLOW | O_DIRECTORY)), 0, resolve);
+  if (looked.fd < 0) {
+    int err = errno;
+    if (err == ENOENT && (flags & O_CREAT)) {
+      if (!proc->creds.has_umask) return fallback("umask");
+      mode_t old = umask(0);
+      Fd created;
+      created.fd = OpenAt2(dirfd, req.path.c_str(), flags | O_EXCL | O_CLOEXEC,
+                           req.mode & 07777 & ~static_cast<uint64_t>(proc->creds.umask), resolve);
+      int cerr = errno;
+      umask(old);
+      if (created.fd < 0) {
+        if (AgentSideError(cerr) || cerr == EEXIST) return fallback("create");
+        out.kind = OpenOutcome::kFailed;
+        out.error = cerr;
+        return out;
+      }
+      out.kind = OpenOutcome::kOpened;
+      out.fd = created.release();
+      out.typechar = 'f';
+      return out;
+    }
+    if (AgentSideError(err)) return fallback("lookup");
+    out.kind = OpenOutcome::kFailed;
+    out.error = err;
+    return out;
+  }
+  struct stat st{};
+  struct statfs sfs{};
+  if (fstat(looked.fd, &st) != 0 || fstatfs(looked.fd, &sfs) != 0) return fallback("fstat");
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return fallback("not a file");
+  if (!DiskLike(sfs.f_type)) return fallback("filesystem");
+  if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+    out.kind = OpenOutcome::kFailed;
+    out.error = EEXIST;
+    return out;
+  }
+  out.typechar = S_ISDIR(st.st_mode) ? 'd' : 'f';
+  if (flags & O_PATH) {
+    out.kind = OpenOutcome::kOpened;
+    out.fd = looked.release();
+    return out;
+  }
+  // Reopening through the magic link checks permissions again, with the
+  // adopted ids, on exactly the inode looked up above.
+  int fd = open(("/proc/self/fd/" + std::to_string(looked.fd)).c_str(),
+                static_cast<int>((flags & ~static_cast<uint64_t>(O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY)) | O_CLOEXEC));
+  if (fd < 0) {
+    int err = errno;
+    if (AgentSideError(err) && err != EPERM) return fallback("reopen");
+    out.kind = OpenOutcome::kFailed;
+    out.error = err;
+    return out;
+  }
+  out.kind = OpenOutcome::kOpened;
+  out.fd = fd;
+  return out;
+}
+
+}  // namespace sidetrace::agent
