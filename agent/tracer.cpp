@@ -631,6 +631,10 @@ struct Tracer::Impl {
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
     OpenOutcome out;
     if (opt.emulate) out = emulator.Open(r);
+    // The process state an event shows is read before the reply: once
+    // answered, the caller may run on and exit before the agent looks.
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(type, tid, p);
     int64_t res = 0;
     bool known = true;
     switch (out.kind) {
@@ -682,8 +686,7 @@ struct Tracer::Impl {
       fd.name = out.name;
       fd.open_flags = static_cast<uint32_t>(flags);
     }
-    if (!sink->wanted()) return;
-    NewEvent(type, tid, p);
+    if (!wanted) return;
     ev.res = res;
     ev.fd.num = known && res >= 0 ? res : -1;
     ev.fd.typechar = out.typechar;
@@ -719,6 +722,8 @@ struct Tracer::Impl {
     getsockopt(dup, SOL_SOCKET, SO_TYPE, &type, &olen);
     int fl = fcntl(dup, F_GETFL);
     bool inet = domain == AF_INET || domain == AF_INET6;
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(EventType::kConnect, tid, p);
     int64_t res = 0;
     bool known = false;
     if (opt.emulate && inet && fl >= 0 && (fl & O_NONBLOCK)) {
@@ -749,8 +754,7 @@ struct Tracer::Impl {
       fd.name = fmt::format("{}->{}", fd.local.empty() ? std::string("0.0.0.0:0") : Endpoint(fd.local),
                             Endpoint(fd.remote));
     }
-    if (!sink->wanted()) return;
-    NewEvent(EventType::kConnect, tid, p);
+    if (!wanted) return;
     ev.res = res;
     ev.fd = fd;
     ev.SetArg("addr", fd.typechar == 'u' ? fd.remote.unix_path : Endpoint(fd.remote));
@@ -773,22 +777,10 @@ struct Tracer::Impl {
   void OnOther(const seccomp_notif& req, Proc* p, Sys sys) {
     const pid_t tid = static_cast<pid_t>(req.pid);
     const auto& a = req.data.args;
-    switch (sys) {
-      case Sys::kChdir: case Sys::kFchdir: case Sys::kChroot:
-        p->cwd_valid = false;
-        if (sys == Sys::kChroot) p->same_root = false;  // re-checked at exec
-        break;
-      case Sys::kSetuid: case Sys::kSetgid: case Sys::kSetreuid: case Sys::kSetregid: case Sys::kSetresuid:
-      case Sys::kSetresgid: case Sys::kSetgroups: case Sys::kSetfsuid: case Sys::kSetfsgid: case Sys::kCapset:
-      case Sys::kUmask:
-        p->creds_valid = false;
-        break;
-      default:
-        break;
-    }
     std::optional<EventType> type = SysEvent(sys);
     if (!type || !sink->wanted()) {
       Continue(req.id);
+      Invalidate(p, sys);
       return;
     }
     NewEvent(*type, tid, p);
@@ -856,6 +848,27 @@ struct Tracer::Impl {
     Continue(req.id);
     ev.SetArg("res", "unknown");
     Emit();
+    Invalidate(p, sys);
+  }
+
+  // After a CONTINUEd call that changes what the table caches.
+  static void Invalidate(Proc* p, Sys sys) {
+    switch (sys) {
+      case Sys::kChdir: case Sys::kFchdir:
+        p->cwd_valid = false;
+        break;
+      case Sys::kChroot:
+        p->cwd_valid = false;
+        p->same_root = false;  // re-checked at the next exec
+        break;
+      case Sys::kSetuid: case Sys::kSetgid: case Sys::kSetreuid: case Sys::kSetregid: case Sys::kSetresuid:
+      case Sys::kSetresgid: case Sys::kSetgroups: case Sys::kSetfsuid: case Sys::kSetfsgid: case Sys::kCapset:
+      case Sys::kUmask:
+        p->creds_valid = false;
+        break;
+      default:
+        break;
+    }
   }
 
   // --- main loop --------------------------------------------------------------
