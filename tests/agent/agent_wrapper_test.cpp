@@ -127,7 +127,7 @@ if pid == 0:
     os.execv(agent, [agent, "--", "sh", "-c", "test -t 0 && echo isatty; tty; echo ready; sleep 30; echo late"])
 buf = b""
 deadline = time.time() + 30
-sent = False
+sent = 0
 while time.time() < deadline:
     r, _, _ = select.select([fd], [], [], 0.1)
     if r:
@@ -138,9 +138,11 @@ while time.time() < deadline:
         if not data:
             break
         buf += data
-    if b"ready" in buf and not sent:
+    # ^C until the workload dies: one typed before sh has started sleep can
+    # be taken by sh itself (dash catches SIGINT under -c).
+    if b"ready" in buf and time.time() - sent > 0.5:
         os.write(fd, b"\x03")
-        sent = True
+        sent = time.time()
     done, status = os.waitpid(pid, os.WNOHANG)
     if done:
         break
