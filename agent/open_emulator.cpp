@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -226,10 +227,22 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
     return out;
   }
   struct stat st{};
-  struct statfs sfs{};
-  if (fstat(looked.fd, &st) != 0 || fstatfs(looked.fd, &sfs) != 0) return fallback("fstat");
+  if (fstat(looked.fd, &st) != 0) return fallback("fstat");
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return fallback("not a file");
-  if (!DiskLike(sfs.f_type)) return fallback("filesystem");
+  // Block devices keep their number while mounted; anonymous ones (major 0:
+  // tmpfs, overlayfs, procfs...) are reused after an unmount, so those are
+  // asked every time.
+  bool disk_like = false;
+  auto dev = disk_like_dev_.find(st.st_dev);
+  if (dev != disk_like_dev_.end()) {
+    disk_like = dev->second;
+  } else {
+    struct statfs sfs{};
+    if (fstatfs(looked.fd, &sfs) != 0) return fallback("fstatfs");
+    disk_like = DiskLike(sfs.f_type);
+    if (major(st.st_dev) != 0) disk_like_dev_.emplace(st.st_dev, disk_like);
+  }
+  if (!disk_like) return fallback("filesystem");
   if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
     out.kind = OpenOutcome::kFailed;
     out.error = EEXIST;

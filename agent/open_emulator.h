@@ -31,6 +31,8 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "agent/process_table.h"
 
@@ -76,6 +78,8 @@ class OpenEmulator {
   std::vector<uint32_t> my_groups_;
   uint64_t my_fs_caps_ = 0;
   bool adopted_ = false;
+  // st_dev -> whether its filesystem is disk-like (saves an fstatfs per open).
+  std::unordered_map<uint64_t, bool> disk_like_dev_;
 };
 
 }  // namespace sidetrace::agent

@@ -140,6 +140,9 @@ Result<FilterProgram> BuildFilter(const SysSet& set) {
   // The ABI checks come first in the generated program; the parent handles
   // the privilege question (no_new_privs), so the filter does not set it.
   if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0) != 0) return Status::Internal("seccomp_attr_set NNP");
+  // A binary search over syscall numbers instead of a linear list: an
+  // unmonitored call then runs ~6 comparisons, not one per monitored call.
+  if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2) != 0) return Status::Internal("seccomp_attr_set OPTIMIZE");
   int fd = memfd_create("sidetrace-bpf", MFD_CLOEXEC);
   if (fd < 0) return Status::Internal(fmt::format("memfd_create: {}", strerror(errno)));
   int rc = seccomp_export_bpf(ctx, fd);
