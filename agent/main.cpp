@@ -61,8 +61,8 @@ int main(int argc, char** argv) {
        "auto (seccomp notification + ptrace), ptrace (process lifecycle only) or off (init duties only)")
       ("emulate", po::value(&f.emulate)->default_value("on"),
        "on: perform opens and non-blocking connects for the workload to learn exact results; off: never")
-      ("fail-closed", po::bool_switch(&f.fail_closed), "exit non-zero when tracing is impossible instead of "
-                                                      "running the workload untraced");
+      ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
+       "exit non-zero when tracing is impossible instead of running the workload untraced");
   std::vector<std::string> opts, prog;
   SplitArgs(argc, argv, &opts, &prog);
   po::variables_map vm;
