@@ -138,6 +138,8 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
   Proc* proc = req.proc;
   const uint64_t flags = req.flags;
   if ((flags & O_TMPFILE) == O_TMPFILE) return fallback("O_TMPFILE");
+  // ADDFD takes its source with fget(), which refuses O_PATH files (EBADF).
+  if (flags & O_PATH) return fallback("O_PATH");
   if (req.is_openat2 && ((flags & ~kKnownOpenFlags) || (req.resolve & ~kKnownResolve) ||
                          (req.mode && !(flags & O_CREAT)))) {
     return fallback("openat2 flags");
@@ -249,11 +251,6 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
     return out;
   }
   out.typechar = S_ISDIR(st.st_mode) ? 'd' : 'f';
-  if (flags & O_PATH) {
-    out.kind = OpenOutcome::kOpened;
-    out.fd = looked.release();
-    return out;
-  }
   // Reopening through the magic link checks permissions again, with the
   // adopted ids, on exactly the inode looked up above.
   int fd = open(("/proc/self/fd/" + std::to_string(looked.fd)).c_str(),

@@ -21,7 +21,8 @@
 //    tracee's flags, which re-checks permissions with the adopted ids;
 //  - O_CREAT of a missing file creates it with O_EXCL and the tracee's umask
 //    (read from /proc/PID/status); a lost race falls back;
-//  - O_TMPFILE and unknown openat2 flags fall back.
+//  - O_PATH (ADDFD cannot pass an O_PATH file), O_TMPFILE and unknown
+//    openat2 flags fall back.
 // Known difference: a directory with a default ACL ignores the umask for the
 // kernel's own open; the agent applies the umask (see docs/agent.md).
 // Thread-safety: one emulator per tracer thread.

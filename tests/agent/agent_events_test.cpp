@@ -87,6 +87,23 @@ TEST_CASE("agent_open results are exact: a failed open is not an open") {
   CHECK(ok[0]["evt.is_open_read"] == true);
   CHECK(ok[0]["evt.is_open_write"] == false);
 
+  // O_PATH, O_CREAT|O_EXCL, O_TRUNC and directories keep their meaning.
+  Child py = RunAgent(dir, {}, {"/usr/bin/python3", "-c",
+                                "import os\n"
+                                "fd = os.open('/etc/hostname', os.O_PATH); os.fstat(fd)\n"
+                                "n = os.open('" + dir.path + "/new', os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)\n"
+                                "assert os.fstat(n).st_mode & 0o777 == 0o644, oct(os.fstat(n).st_mode)\n"
+                                "try:\n os.open('" + dir.path + "/new', os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n"
+                                "except FileExistsError: print('exists')\n"
+                                "os.write(n, b'abc'); os.close(n)\n"
+                                "t = os.open('" + dir.path + "/new', os.O_WRONLY | os.O_TRUNC); os.close(t)\n"
+                                "assert os.stat('" + dir.path + "/new').st_size == 0\n"
+                                "d = os.open('" + dir.path + "', os.O_RDONLY | os.O_DIRECTORY)\n"
+                                "print(sorted(os.listdir(d)))\n"});
+  CHECK(py.ExitCode() == 0);
+  CHECK(py.Out().find("exists\n") != std::string::npos);
+  CHECK(py.Err() == "");
+
   if (geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0) {
     // As an unprivileged user, /etc/shadow fails with EACCES: the agent
     // opens on the tracee's behalf with the tracee's credentials.
