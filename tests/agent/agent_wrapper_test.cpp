@@ -164,6 +164,59 @@ print("exit", os.waitstatus_to_exitcode(status))
   CHECK(out.find("exit 130") != std::string::npos);
 }
 
+TEST_CASE("agent_job_control under an interactive shell: ^Z stops the job, fg resumes it") {
+  TempDir dir;
+  if (access("/bin/bash", X_OK) != 0) return;
+  const std::string py = dir / "jc_driver.py";
+  std::ofstream(py) << R"(
+import os, pty, sys, time, select
+agent = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+buf = b""
+def expect(pattern, timeout=30):
+    global buf
+    end = time.time() + timeout
+    while time.time() < end:
+        if pattern in buf:
+            return True
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try: buf += os.read(fd, 4096)
+            except OSError: return False
+    return False
+# Quotes split the words so that the terminal's echo of the command line
+# does not match what the workload prints.
+os.write(fd, f"{agent} -- sh -c 'echo st\"\"arted; sleep 2; echo fin\"\"ished'\n".encode())
+ok = expect(b"started")
+# ^Z until the job stops: one typed while sh is still starting `sleep` can be
+# lost by sh itself (the same happens without the agent).
+for _ in range(40):
+    os.write(fd, b"\x1a")
+    if expect(b"Stopped", 0.5):
+        break
+ok = ok and expect(b"Stopped", 1)
+os.write(fd, b"fg\n")
+ok = ok and expect(b"finished")
+os.write(fd, b"echo rc=$?\n")
+ok = ok and expect(b"rc=0")
+os.write(fd, b"exit\n")
+end = time.time() + 10
+while time.time() < end and os.waitpid(pid, os.WNOHANG)[0] == 0:
+    expect(b"\0", 0.1)
+# On failure bash may refuse to exit over a stopped job: end the session
+# (bash, the agent and its workload) that this driver started.
+os.system(f"pkill -KILL -s {pid}")
+print(buf.decode(errors="replace").replace("\r", ""))
+print("ok" if ok else "FAILED")
+)";
+  Child c = Start(dir, {"/usr/bin/python3", py, AgentPath()});
+  REQUIRE(c.Wait(std::chrono::seconds(120)));
+  INFO(c.Out() << c.Err());
+  CHECK(c.Out().find("\nok\n") != std::string::npos);
+}
+
 TEST_CASE("agent_fail_open: untraceable workloads still run, or not with --fail-closed") {
   TempDir dir;
   if (access("/usr/bin/strace", X_OK) != 0) return;
