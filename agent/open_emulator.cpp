@@ -91,40 +91,43 @@ OpenEmulator::OpenEmulator() {
     why_unavailable_ = "cannot read /proc/self/status";
     return;
   }
-  my_fsuid_ = me.fsuid;
-  my_fsgid_ = me.fsgid;
-  my_groups_ = me.groups;
+  my_fsuid_ = cur_fsuid_ = me.fsuid;
+  my_fsgid_ = cur_fsgid_ = me.fsgid;
+  cur_groups_ = me.groups;
   my_fs_caps_ = me.cap_eff & kFsCaps;
+  // The root filesystem (usually the container's overlayfs, an anonymous
+  // device) cannot go away while the agent runs, so its type is asked once.
+  struct stat st{};
+  struct statfs sfs{};
+  if (stat("/", &st) == 0 && statfs("/", &sfs) == 0) {
+    root_dev_ = st.st_dev;
+    root_disk_like_ = DiskLike(sfs.f_type);
+  }
 }
 
 bool OpenEmulator::AdoptCredentials(const ProcStatus& c) {
   // The raw syscalls change only the calling thread's credentials; glibc's
-  // wrappers would broadcast them to every thread (setxid).
-  if (c.groups != my_groups_) {
+  // wrappers would broadcast them to every thread (setxid). The ids stay
+  // adopted after the call (the next open usually comes from the same
+  // process); the agent's other work does not depend on its fs ids: /proc
+  // entries of other users need CAP_SYS_PTRACE, which an fsuid change keeps.
+  if (c.groups != cur_groups_) {
     std::vector<gid_t> g(c.groups.begin(), c.groups.end());
+    cur_groups_.clear();  // unknown until the call succeeds
     if (syscall(SYS_setgroups, g.size(), g.data()) != 0) return false;
-    adopted_ = true;
+    cur_groups_ = c.groups;
   }
-  if (c.fsgid != my_fsgid_) {
+  if (c.fsgid != cur_fsgid_) {
     syscall(SYS_setfsgid, c.fsgid);
-    adopted_ = true;
-    if (static_cast<uint32_t>(syscall(SYS_setfsgid, -1)) != c.fsgid) return false;
+    cur_fsgid_ = static_cast<uint32_t>(syscall(SYS_setfsgid, -1));
+    if (cur_fsgid_ != c.fsgid) return false;
   }
-  if (c.fsuid != my_fsuid_) {
+  if (c.fsuid != cur_fsuid_) {
     syscall(SYS_setfsuid, c.fsuid);
-    adopted_ = true;
-    if (static_cast<uint32_t>(syscall(SYS_setfsuid, -1)) != c.fsuid) return false;
+    cur_fsuid_ = static_cast<uint32_t>(syscall(SYS_setfsuid, -1));
+    if (cur_fsuid_ != c.fsuid) return false;
   }
   return true;
-}
-
-void OpenEmulator::RestoreCredentials() {
-  if (!adopted_) return;
-  syscall(SYS_setfsuid, my_fsuid_);
-  syscall(SYS_setfsgid, my_fsgid_);
-  std::vector<gid_t> g(my_groups_.begin(), my_groups_.end());
-  syscall(SYS_setgroups, g.size(), g.data());
-  adopted_ = false;
 }
 
 OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
@@ -162,6 +165,8 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
   }
   if ((c.cap_eff & kFsCaps) != expected_caps) return fallback("capabilities");
 
+  if (!AdoptCredentials(c)) return fallback("credentials");
+
   // The directory the path is relative to, and its name for fd.name.
   Fd base;
   std::string base_name;
@@ -190,14 +195,6 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
   out.name = absolute ? NormalizePath(req.path) : JoinPath(base_name, req.path);
   const int dirfd = absolute ? AT_FDCWD : base.fd;
 
-  if (!AdoptCredentials(c)) {
-    RestoreCredentials();
-    return fallback("credentials");
-  }
-  struct Restore {
-    OpenEmulator* e;
-    ~Restore() { e->RestoreCredentials(); }
-  } restore{this};
 
   const uint64_t resolve = req.resolve | RESOLVE_NO_MAGICLINKS;
   Fd looked;
@@ -235,8 +232,10 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
   // tmpfs, overlayfs, procfs...) are reused after an unmount, so those are
   // asked every time.
   bool disk_like = false;
-  auto dev = disk_like_dev_.find(st.st_dev);
-  if (dev != disk_like_dev_.end()) {
+  if (st.st_dev == root_dev_) disk_like = root_disk_like_;
+  auto dev = st.st_dev == root_dev_ ? disk_like_dev_.end() : disk_like_dev_.find(st.st_dev);
+  if (st.st_dev == root_dev_) {
+  } else if (dev != disk_like_dev_.end()) {
     disk_like = dev->second;
   } else {
     struct statfs sfs{};

@@ -71,14 +71,15 @@ class OpenEmulator {
 
  private:
   bool AdoptCredentials(const ProcStatus& c);
-  void RestoreCredentials();
 
   bool available_ = true;
   std::string why_unavailable_;
-  uint32_t my_fsuid_ = 0, my_fsgid_ = 0;
-  std::vector<uint32_t> my_groups_;
+  uint32_t my_fsuid_ = 0, my_fsgid_ = 0;  // the agent's own
   uint64_t my_fs_caps_ = 0;
-  bool adopted_ = false;
+  uint32_t cur_fsuid_ = 0, cur_fsgid_ = 0;  // what the thread runs with now
+  std::vector<uint32_t> cur_groups_;
+  dev_t root_dev_ = 0;
+  bool root_disk_like_ = false;
   // st_dev -> whether its filesystem is disk-like (saves an fstatfs per open).
   std::unordered_map<uint64_t, bool> disk_like_dev_;
 };
