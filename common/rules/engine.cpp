@@ -169,8 +169,14 @@ class Compiler {
       if (depth > 32) return false;
       std::vector<AstValue> items;
       for (const auto& s : c_.lists[it->second].items) {
+        // Falco pastes list items into the condition text, so an item
+        // written '"10.0.0.0/8"' is a quoted value there.
         AstValue x;
         x.text = s;
+        if (s.size() >= 2 && (s[0] == '"' || s[0] == '\'') && s.back() == s[0]) {
+          x.text = s.substr(1, s.size() - 2);
+          x.quoted = true;
+        }
         items.push_back(std::move(x));
       }
       if (!ExpandValues(items, out, depth + 1)) return false;
@@ -601,6 +607,7 @@ Result<std::unique_ptr<Engine>> Engine::Build(const std::vector<RuleSource>& sou
   bool any_names = false;
   for (auto& compiled : engine->compiled_->rules) {
     const Rule& rule = *compiled.rule;
+    engine->all_.push_back(&rule);
     if (!rule.enabled || rule.priority > options.min_priority) {
       ++report->rules_disabled;
       continue;

@@ -153,6 +153,9 @@ class Engine {
 
   // Enabled rules in load order.
   const std::vector<const Rule*>& rules() const { return enabled_; }
+  // Every compiled rule, enabled or not (Rule::enabled false, or below
+  // min_priority), in load order.
+  const std::vector<const Rule*>& all_rules() const { return all_; }
   const std::string& hostname() const { return hostname_; }
 
   // Internal: one enabled rule and its evaluation tree.
@@ -170,6 +173,7 @@ class Engine {
 
   std::unique_ptr<CompiledRules> compiled_;
   std::vector<const Rule*> enabled_;
+  std::vector<const Rule*> all_;
   std::vector<RuleSlot> by_type_[event::kEventTypeCount];
   std::bitset<event::kEventTypeCount> event_types_;
   std::unique_ptr<Resolver> resolver_;
