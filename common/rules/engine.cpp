@@ -500,7 +500,7 @@ std::string LoadMessage::ToString() const {
   std::string s;
   if (!file.empty()) s = line > 0 ? fmt::format("{}:{}:{}: ", file, line, column) : file + ": ";
   s += message;
-  if (!item.empty()) s += " (" + item + ")";
+  if (!item.empty() && message.find(item) == std::string::npos) s += " (" + item + ")";
   if (!snippet.empty()) {
     std::istringstream lines(snippet);
     std::string l;
@@ -514,7 +514,8 @@ nlohmann::json LoadReport::ToJson() const {
     nlohmann::json a = nlohmann::json::array();
     for (const auto& m : v) {
       a.push_back({{"file", m.file}, {"line", m.line}, {"column", m.column}, {"code", m.code},
-                   {"message", m.item.empty() ? m.message : m.message + " (" + m.item + ")"}, {"snippet", m.snippet}});
+                   {"message", m.item.empty() || m.message.find(m.item) != std::string::npos ? m.message
+                                                                                        : m.message + " (" + m.item + ")"}, {"snippet", m.snippet}});
     }
     return a;
   };
