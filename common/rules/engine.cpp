@@ -639,14 +639,9 @@ bool Engine::Matches(const RuleSlot& slot, const event::Event& e) const {
   const auto* compiled = static_cast<const CompiledRules::Compiled*>(slot.filter);
   EvalContext& ctx = t_ctx;
   ctx.x.event = &e;
-  ctx.x.names = nullptr;
-  std::shared_ptr<const ResolvedNames> names;
-  if (slot.needs_names && resolver_) {
-    names = resolver_->Snapshot();
-    ctx.x.names = names.get();
-  }
+  ctx.x.resolver = slot.needs_names ? resolver_.get() : nullptr;
   bool r = compiled->filter->Eval(ctx);
-  ctx.x.names = nullptr;
+  if (ctx.x.names) ctx.x.names.reset();
   return r;
 }
 
@@ -654,11 +649,7 @@ Alert Engine::MakeAlert(const Rule& rule, const event::Event& e) const {
   const auto& compiled = compiled_->rules[rule.index];
   EvalContext& ctx = t_ctx;
   ctx.x.event = &e;
-  std::shared_ptr<const ResolvedNames> names;
-  if (resolver_) {
-    names = resolver_->Snapshot();
-    ctx.x.names = names.get();
-  }
+  ctx.x.resolver = resolver_.get();
   Alert a;
   a.uuid = Uuid4();
   a.time_ns = e.time_ns;
@@ -681,7 +672,7 @@ Alert Engine::MakeAlert(const Rule& rule, const event::Event& e) const {
     put("container.image.tag", c->image_tag);
     for (const auto& [k, v] : c->extra) put(k.c_str(), v);
   }
-  ctx.x.names = nullptr;
+  ctx.x.names.reset();
   return a;
 }
 

@@ -191,6 +191,11 @@ bool Names(const ResolvedNames* names, const SocketAddress* a, int k, FieldValue
 
 }  // namespace
 
+const ResolvedNames* ExtractContext::Names() const {
+  if (!names && resolver) names = resolver->Snapshot();
+  return names.get();
+}
+
 const FieldInfo* AllFields(size_t* count) {
   *count = sizeof(kFields) / sizeof(kFields[0]);
   return kFields;
@@ -312,9 +317,9 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
     case FieldId::kFdCport: return IsSocket(fd) && !Client(fd)->empty() && Int(Client(fd)->port, out);
     case FieldId::kFdLport: return IsSocket(fd) && !fd.local.empty() && Int(fd.local.port, out);
     case FieldId::kFdRport: return IsSocket(fd) && !fd.remote.empty() && Int(fd.remote.port, out);
-    case FieldId::kFdSipName: return IsSocket(fd) && Names(ctx.names, Server(fd), k, out);
-    case FieldId::kFdCipName: return IsSocket(fd) && Names(ctx.names, Client(fd), k, out);
-    case FieldId::kFdRipName: return IsSocket(fd) && Names(ctx.names, &fd.remote, k, out);
+    case FieldId::kFdSipName: return IsSocket(fd) && Names(ctx.Names(), Server(fd), k, out);
+    case FieldId::kFdCipName: return IsSocket(fd) && Names(ctx.Names(), Client(fd), k, out);
+    case FieldId::kFdRipName: return IsSocket(fd) && Names(ctx.Names(), &fd.remote, k, out);
     case FieldId::kFdL4proto:
       if (!IsSocket(fd)) return false;
       switch (fd.l4proto) {

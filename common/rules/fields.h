@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -85,9 +86,15 @@ struct FieldValue {
   const event::SocketAddress* addr = nullptr;
 };
 
+class Resolver;
+
 struct ExtractContext {
   const event::Event* event = nullptr;
-  const ResolvedNames* names = nullptr;  // for fd.*.name; may be null
+  const Resolver* resolver = nullptr;  // for fd.*.name; may be null
+  // The resolver's table, taken on first use for this event (most events
+  // never need it, and taking it locks a mutex).
+  mutable std::shared_ptr<const ResolvedNames> names;
+  const ResolvedNames* Names() const;
 };
 
 // Extracts value number `k` (0 for single-valued fields; ancestors and

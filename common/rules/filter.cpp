@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <bitset>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -139,38 +140,43 @@ struct SvHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
 };
 
-class AndFilter : public Filter {
+// and / or over children, cheapest first; nested nodes of the same kind
+// (from macros) are flattened into one.
+template <bool kIsAnd>
+class BoolFilter : public Filter {
  public:
-  explicit AndFilter(std::vector<std::unique_ptr<Filter>> c) : c_(std::move(c)) {}
+  explicit BoolFilter(std::vector<std::unique_ptr<Filter>> children) {
+    for (auto& c : children) {
+      if (auto* same = dynamic_cast<BoolFilter*>(c.get())) {
+        for (auto& g : same->c_) c_.push_back(std::move(g));
+      } else {
+        c_.push_back(std::move(c));
+      }
+    }
+    std::stable_sort(c_.begin(), c_.end(), [](const auto& a, const auto& b) { return a->Cost() < b->Cost(); });
+    cost_ = 0;
+    for (const auto& c : c_) cost_ += c->Cost();
+  }
   bool Eval(EvalContext& ctx) const override {
     for (const auto& f : c_) {
-      if (!f->Eval(ctx)) return false;
+      if (f->Eval(ctx) != kIsAnd) return !kIsAnd;
     }
-    return true;
+    return kIsAnd;
   }
+  int Cost() const override { return cost_; }
 
  private:
   std::vector<std::unique_ptr<Filter>> c_;
+  int cost_ = 0;
 };
-
-class OrFilter : public Filter {
- public:
-  explicit OrFilter(std::vector<std::unique_ptr<Filter>> c) : c_(std::move(c)) {}
-  bool Eval(EvalContext& ctx) const override {
-    for (const auto& f : c_) {
-      if (f->Eval(ctx)) return true;
-    }
-    return false;
-  }
-
- private:
-  std::vector<std::unique_ptr<Filter>> c_;
-};
+using AndFilter = BoolFilter<true>;
+using OrFilter = BoolFilter<false>;
 
 class NotFilter : public Filter {
  public:
   explicit NotFilter(std::unique_ptr<Filter> c) : c_(std::move(c)) {}
   bool Eval(EvalContext& ctx) const override { return !c_->Eval(ctx); }
+  int Cost() const override { return c_->Cost(); }
 
  private:
   std::unique_ptr<Filter> c_;
@@ -180,9 +186,24 @@ class ConstFilter : public Filter {
  public:
   explicit ConstFilter(bool v) : v_(v) {}
   bool Eval(EvalContext&) const override { return v_; }
+  int Cost() const override { return 0; }
 
  private:
   bool v_;
+};
+
+// evt.type = / in / != : a bit test instead of a string compare.
+class EventTypeFilter : public Filter {
+ public:
+  explicit EventTypeFilter(std::bitset<event::kEventTypeCount> types) : types_(types) {}
+  bool Eval(EvalContext& ctx) const override {
+    size_t t = static_cast<size_t>(ctx.x.event->type);
+    return t < types_.size() && types_.test(t);
+  }
+  int Cost() const override { return 1; }
+
+ private:
+  std::bitset<event::kEventTypeCount> types_;
 };
 
 class CheckFilter : public Filter {
@@ -273,15 +294,27 @@ class CheckFilter : public Filter {
       *why = "operator " + OpText() + " needs a numeric field, '" + lhs_.text + "' is a string";
       return false;
     }
-    if (t == FieldType::kString && (op_ == Op::kIn || op_ == Op::kIntersects) && strs_.size() > 8) {
+    if (t == FieldType::kString && (op_ == Op::kIn || op_ == Op::kIntersects) && strs_.size() > 4) {
       for (const auto& s : strs_) set_.insert(s);
     }
     if (!IsSetOp(op_) && op_ != Op::kExists && strs_.size() != 1 && op_ != Op::kPmatch) {
       *why = "operator " + OpText() + " takes one value";
       return false;
     }
+    // Cost: what extraction and comparison take, roughly in string compares.
+    FieldId id = lhs_.field.info->id;
+    bool built = id == FieldId::kProcCmdline || id == FieldId::kProcArgs || id == FieldId::kProcPcmdline ||
+                 id == FieldId::kProcExeline || id == FieldId::kProcEnv || id == FieldId::kThreadCapEffective ||
+                 id == FieldId::kEvtArgs || id == FieldId::kEvtArg;
+    cost_ = (t == FieldType::kString ? 4 : 2) + (built ? 8 : 0) + (lhs_.field.multi ? 8 : 0) +
+            static_cast<int>(lhs_.transformers.size()) * 4 + (rhs_ ? 8 : 0);
+    if (op_ == Op::kRegex) cost_ += 50;
+    if (op_ == Op::kGlob || op_ == Op::kIGlob || op_ == Op::kIContains) cost_ += 4;
+    if (set_.empty() && t == FieldType::kString) cost_ += static_cast<int>(strs_.size());
     return true;
   }
+
+  int Cost() const override { return cost_; }
 
   bool Eval(EvalContext& ctx) const override {
     const bool multi = lhs_.field.multi;
@@ -433,6 +466,7 @@ class CheckFilter : public Filter {
   std::vector<Net> nets_;
   std::vector<std::regex> regexes_;
   std::unordered_set<std::string, SvHash, std::equal_to<>> set_;
+  int cost_ = 0;
 };
 
 }  // namespace
@@ -524,6 +558,15 @@ std::unique_ptr<Filter> MakeCheck(CompiledField lhs, std::string_view op_text, c
   if (!ParseOp(op_text, &op)) {
     *why = "unknown operator '" + std::string(op_text) + "'";
     return nullptr;
+  }
+  if (lhs.field.info->id == FieldId::kEvtType && lhs.transformers.empty() && !rhs &&
+      (op == Op::kEq || op == Op::kIn || op == Op::kNe)) {
+    std::bitset<event::kEventTypeCount> types;
+    for (const auto& v : values) {
+      if (auto t = event::EventTypeFromName(v)) types.set(static_cast<size_t>(*t));
+    }
+    if (op == Op::kNe) types.flip();
+    return std::make_unique<EventTypeFilter>(types);
   }
   auto f = std::make_unique<CheckFilter>(std::move(lhs), op);
   if (!f->Init(values, rhs, why, bad_value)) return nullptr;

@@ -27,6 +27,9 @@ class Filter {
  public:
   virtual ~Filter() = default;
   virtual bool Eval(EvalContext& ctx) const = 0;
+  // Rough evaluation cost, used to test cheap conditions first: and/or are
+  // commutative here because checks have no side effects.
+  virtual int Cost() const = 0;
 };
 
 enum class Transformer : uint8_t { kToLower, kToUpper, kBasename, kLen, kB64 };
