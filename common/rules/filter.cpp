@@ -140,6 +140,17 @@ struct SvHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
 };
 
+class ConstFilter : public Filter {
+ public:
+  explicit ConstFilter(bool v) : v_(v) {}
+  bool Eval(EvalContext&) const override { return v_; }
+  int Cost() const override { return 0; }
+  bool value() const { return v_; }
+
+ private:
+  bool v_;
+};
+
 // and / or over children, cheapest first; nested nodes of the same kind
 // (from macros) are flattened into one.
 template <bool kIsAnd>
@@ -147,12 +158,16 @@ class BoolFilter : public Filter {
  public:
   explicit BoolFilter(std::vector<std::unique_ptr<Filter>> children) {
     for (auto& c : children) {
+      if (auto* k = dynamic_cast<ConstFilter*>(c.get()); k && k->value() == kIsAnd && children.size() > 1) {
+        continue;  // "x and true", "x or false"
+      }
       if (auto* same = dynamic_cast<BoolFilter*>(c.get())) {
         for (auto& g : same->c_) c_.push_back(std::move(g));
       } else {
         c_.push_back(std::move(c));
       }
     }
+    if (c_.empty()) c_.push_back(std::make_unique<ConstFilter>(kIsAnd));
     std::stable_sort(c_.begin(), c_.end(), [](const auto& a, const auto& b) { return a->Cost() < b->Cost(); });
     cost_ = 0;
     for (const auto& c : c_) cost_ += c->Cost();
@@ -176,21 +191,13 @@ class NotFilter : public Filter {
  public:
   explicit NotFilter(std::unique_ptr<Filter> c) : c_(std::move(c)) {}
   bool Eval(EvalContext& ctx) const override { return !c_->Eval(ctx); }
-  int Cost() const override { return c_->Cost(); }
+  // Negations are mostly exceptions that rarely hold: test them last.
+  int Cost() const override { return c_->Cost() + 20; }
 
  private:
   std::unique_ptr<Filter> c_;
 };
 
-class ConstFilter : public Filter {
- public:
-  explicit ConstFilter(bool v) : v_(v) {}
-  bool Eval(EvalContext&) const override { return v_; }
-  int Cost() const override { return 0; }
-
- private:
-  bool v_;
-};
 
 // evt.type = / in / != : a bit test instead of a string compare.
 class EventTypeFilter : public Filter {
@@ -309,6 +316,7 @@ class CheckFilter : public Filter {
     cost_ = (t == FieldType::kString ? 4 : 2) + (built ? 8 : 0) + (lhs_.field.multi ? 8 : 0) +
             static_cast<int>(lhs_.transformers.size()) * 4 + (rhs_ ? 8 : 0);
     if (op_ == Op::kRegex) cost_ += 50;
+    if (op_ == Op::kExists) cost_ += 8;  // almost always true: not selective
     if (op_ == Op::kGlob || op_ == Op::kIGlob || op_ == Op::kIContains) cost_ += 4;
     if (set_.empty() && t == FieldType::kString) cost_ += static_cast<int>(strs_.size());
     return true;
@@ -567,6 +575,11 @@ std::unique_ptr<Filter> MakeCheck(CompiledField lhs, std::string_view op_text, c
     }
     if (op == Op::kNe) types.flip();
     return std::make_unique<EventTypeFilter>(types);
+  }
+  // Events are evaluated on exit: evt.dir is always "<".
+  if (lhs.field.info->id == FieldId::kEvtDir && lhs.transformers.empty() && !rhs && values.size() == 1 &&
+      (op == Op::kEq || op == Op::kNe)) {
+    return MakeConst((values[0] == "<") == (op == Op::kEq));
   }
   auto f = std::make_unique<CheckFilter>(std::move(lhs), op);
   if (!f->Init(values, rhs, why, bad_value)) return nullptr;
