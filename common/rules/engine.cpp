@@ -52,6 +52,7 @@ class Compiler {
   Compiler(Collection* c, const LoadOptions& o, LoadReport* r) : c_(*c), o_(o), r_(r) {
     macro_ast_.resize(c_.macros.size());
     macro_state_.assign(c_.macros.size(), 0);
+    macro_compiled_.resize(c_.macros.size());
   }
 
   // Domain names compared against fd.*.name, for the resolver.
@@ -253,12 +254,37 @@ class Compiler {
           Error(MapOffset(c_, text, n.pos), "LOAD_ERR_COMPILE_CONDITION", fmt::format(kErrMacroCycle, n.macro), item);
           return nullptr;
         }
-        const AstNode* ast = ParseMacro(i);
-        if (!ast) return nullptr;
-        macro_state_[i] = 1;
-        auto filter = Compile(*ast, c_.macros[i].condition, "macro '" + n.macro + "'", depth + 1, t, f);
-        macro_state_[i] = 0;
-        return filter;
+        Compiled& m = macro_compiled_[i];
+        if (!m.done) {
+          const AstNode* ast = ParseMacro(i);
+          if (!ast) return nullptr;
+          macro_state_[i] = 1;
+          std::string outer_unknown = std::move(unknown_field_);
+          unknown_field_.clear();
+          bool outer_names = names_;
+          names_ = false;
+          std::unique_ptr<Filter> filter =
+              Compile(*ast, c_.macros[i].condition, "macro '" + n.macro + "'", depth + 1, &m.t, &m.f);
+          macro_state_[i] = 0;
+          m.done = true;
+          m.unknown_field = unknown_field_;
+          m.unknown_pos = unknown_pos_;
+          m.names = names_;
+          m.filter = std::move(filter);
+          unknown_field_ = std::move(outer_unknown);
+          names_ = outer_names || m.names;
+        }
+        names_ |= m.names;
+        if (!m.filter) {
+          if (!m.unknown_field.empty() && unknown_field_.empty()) {
+            unknown_field_ = m.unknown_field;
+            unknown_pos_ = m.unknown_pos;
+          }
+          return nullptr;
+        }
+        *t = m.t;
+        *f = m.f;
+        return MakeMemo(m.filter, i);
       }
       case AstNode::Kind::kCheck:
         break;
@@ -422,8 +448,18 @@ class Compiler {
   Collection& c_;
   const LoadOptions& o_;
   LoadReport* r_;
+  // A macro compiled once and shared by every rule that uses it.
+  struct Compiled {
+    bool done = false;
+    std::shared_ptr<const Filter> filter;  // null: failed
+    TypeSet t, f;
+    std::string unknown_field;
+    Pos unknown_pos;
+    bool names = false;
+  };
   std::vector<std::shared_ptr<const AstNode>> macro_ast_;
   std::vector<int> macro_state_;  // 0 idle, 1 being expanded, 2 failed to parse
+  std::vector<Compiled> macro_compiled_;
   std::string unknown_field_;
   Pos unknown_pos_;
   bool names_ = false;
@@ -622,6 +658,7 @@ Result<std::unique_ptr<Engine>> Engine::Build(const std::vector<RuleSource>& sou
     }
   }
   engine->hostname_ = Hostname(options);
+  engine->memo_slots_ = c.macros.size();
   if (any_names) {
     std::sort(compiler.domains.begin(), compiler.domains.end());
     compiler.domains.erase(std::unique(compiler.domains.begin(), compiler.domains.end()), compiler.domains.end());
@@ -633,6 +670,15 @@ Result<std::unique_ptr<Engine>> Engine::Build(const std::vector<RuleSource>& sou
 
 namespace {
 thread_local EvalContext t_ctx;
+}
+
+void Engine::BeginEvent() const {
+  EvalContext& ctx = t_ctx;
+  if (ctx.memo_epoch.size() < memo_slots_) {
+    ctx.memo_epoch.resize(memo_slots_, 0);
+    ctx.memo_value.resize(memo_slots_, 0);
+  }
+  ++ctx.epoch;
 }
 
 bool Engine::Matches(const RuleSlot& slot, const event::Event& e) const {

@@ -199,6 +199,23 @@ class NotFilter : public Filter {
 };
 
 
+class MemoFilter : public Filter {
+ public:
+  MemoFilter(std::shared_ptr<const Filter> inner, size_t slot) : inner_(std::move(inner)), slot_(slot) {}
+  bool Eval(EvalContext& ctx) const override {
+    if (ctx.memo_epoch[slot_] == ctx.epoch) return ctx.memo_value[slot_];
+    bool v = inner_->Eval(ctx);
+    ctx.memo_epoch[slot_] = ctx.epoch;
+    ctx.memo_value[slot_] = v;
+    return v;
+  }
+  int Cost() const override { return inner_->Cost(); }
+
+ private:
+  std::shared_ptr<const Filter> inner_;
+  size_t slot_;
+};
+
 // evt.type = / in / != : a bit test instead of a string compare.
 class EventTypeFilter : public Filter {
  public:
@@ -557,6 +574,9 @@ std::unique_ptr<Filter> MakeOr(std::vector<std::unique_ptr<Filter>> c) {
   return std::make_unique<OrFilter>(std::move(c));
 }
 std::unique_ptr<Filter> MakeNot(std::unique_ptr<Filter> c) { return std::make_unique<NotFilter>(std::move(c)); }
+std::unique_ptr<Filter> MakeMemo(std::shared_ptr<const Filter> macro, size_t slot) {
+  return std::make_unique<MemoFilter>(std::move(macro), slot);
+}
 std::unique_ptr<Filter> MakeConst(bool v) { return std::make_unique<ConstFilter>(v); }
 
 std::unique_ptr<Filter> MakeCheck(CompiledField lhs, std::string_view op_text, const std::vector<std::string>& values,

@@ -21,6 +21,12 @@ namespace sidetrace::rules {
 struct EvalContext {
   ExtractContext x;
   std::string scratch[6];  // [0..2] left side, [3..5] right side (val())
+  // Macro results of the current event: valid where memo_epoch == epoch.
+  // Rules share macros (open_read, spawned_process...), so each is
+  // evaluated once per event.
+  uint64_t epoch = 0;
+  std::vector<uint64_t> memo_epoch;
+  std::vector<uint8_t> memo_value;
 };
 
 class Filter {
@@ -54,6 +60,9 @@ std::unique_ptr<Filter> MakeAnd(std::vector<std::unique_ptr<Filter>> children);
 std::unique_ptr<Filter> MakeOr(std::vector<std::unique_ptr<Filter>> children);
 std::unique_ptr<Filter> MakeNot(std::unique_ptr<Filter> child);
 std::unique_ptr<Filter> MakeConst(bool value);
+// A macro shared by several rules, its result remembered per event in
+// EvalContext slot `slot`.
+std::unique_ptr<Filter> MakeMemo(std::shared_ptr<const Filter> macro, size_t slot);
 
 // Compiles `field op values` (or `field op val(rhs)`). Values are the list
 // after list-name expansion. On a type mismatch returns null and fills *why

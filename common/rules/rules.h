@@ -144,6 +144,7 @@ class Engine {
   void Evaluate(const event::Event& e, F&& on_match) const {
     size_t t = static_cast<size_t>(e.type);
     if (t >= event::kEventTypeCount) return;
+    BeginEvent();
     for (const RuleSlot& slot : by_type_[t]) {
       if (Matches(slot, e)) on_match(*slot.rule);
     }
@@ -169,6 +170,7 @@ class Engine {
   Engine();
   static Result<std::unique_ptr<Engine>> Build(const std::vector<RuleSource>& sources, const LoadOptions& options,
                                                LoadReport* report);
+  void BeginEvent() const;  // forgets the macro results of the previous event
   bool Matches(const RuleSlot& slot, const event::Event& e) const;
 
   std::unique_ptr<CompiledRules> compiled_;
@@ -178,6 +180,7 @@ class Engine {
   std::bitset<event::kEventTypeCount> event_types_;
   std::unique_ptr<Resolver> resolver_;
   std::string hostname_;
+  size_t memo_slots_ = 0;
 };
 
 }  // namespace sidetrace::rules
