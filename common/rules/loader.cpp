@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <set>
+#include <sstream>
+
+#include <yaml-cpp/eventhandler.h>
 
 namespace sidetrace::rules {
 namespace {
@@ -33,6 +36,42 @@ constexpr const char* kErrOverrideKey = "'{}' cannot be overridden with '{}' in 
 constexpr const char* kErrOverrideMissing = "{} overrides '{}' but gives no '{}' key";
 constexpr const char* kErrEnableUndefined = "{} changes 'enabled' of a rule that is not defined before";
 constexpr const char* kErrException = "exception '{}' of {}: {}";
+constexpr const char* kErrTooManyDocuments = "YAML syntax error: more than {} documents";
+
+// yaml-cpp 0.7 loops forever on some malformed input (a ',' at the start of a
+// line inside a block), producing empty documents until memory runs out. A
+// first pass counts documents with the streaming parser and stops early.
+constexpr int kMaxDocuments = 64;
+
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override { ++documents; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  int documents = 0;
+};
+
+// False when `text` holds more than kMaxDocuments documents; *mark is where
+// the parser was then. Syntax errors are left to YAML::LoadAll.
+bool FewDocuments(const std::string& text, YAML::Mark* mark) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  try {
+    while (parser.HandleNextDocument(counter)) {
+      if (counter.documents > kMaxDocuments) return false;
+    }
+  } catch (const YAML::Exception& e) {
+    *mark = e.mark;
+  }
+  return true;
+}
 
 Pos PosOf(int source, const YAML::Node& n) {
   YAML::Mark m = n.Mark();
@@ -68,6 +107,13 @@ class Reader {
   void Run() {
     const std::string& text = c_->sources[src_].yaml;
     std::vector<YAML::Node> docs;
+    YAML::Mark mark;
+    if (!FewDocuments(text, &mark)) {
+      Pos p;
+      p.source = src_;
+      Error(p, "LOAD_ERR_YAML_PARSE", fmt::format(kErrTooManyDocuments, kMaxDocuments), "");
+      return;
+    }
     try {
       docs = YAML::LoadAll(text);
     } catch (const YAML::Exception& e) {

@@ -57,6 +57,11 @@ TEST_CASE("YAML syntax errors carry file, line, column and a snippet", "[rules]"
   CHECK(e.line >= 2);
 }
 
+TEST_CASE("input that makes yaml-cpp loop is an error", "[rules]") {
+  auto r = LoadFail("- rule: a\n  condition: >\n    x\n,    y\n");
+  CHECK(r.errors[0].message == "YAML syntax error: more than 64 documents");
+}
+
 TEST_CASE("top level must be a sequence of known items", "[rules]") {
   auto r = LoadFail("rule: a\n");
   CHECK(r.errors[0].message == "a rules file must be a YAML sequence of items");
@@ -396,4 +401,37 @@ TEST_CASE("the event-type index follows Falco's rules", "[rules]") {
   // "not (openat and cat)" can be true on an openat (by another process).
   CHECK(rules[3]->event_types.count() == event::kEventTypeCount);
   CHECK(e->EventTypes().count() == event::kEventTypeCount);
+}
+
+TEST_CASE("mangled rules files give errors, never crashes", "[rules]") {
+  std::ifstream in(std::string(getenv("SIDETRACE_SOURCE_DIR") ? getenv("SIDETRACE_SOURCE_DIR") : ".") +
+                   "/policies/sidetrace_rules.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(text.size() > 1000);
+  const std::string alphabet = "()[]{},:'\"- \n\tandornot=!<>%\\x";
+  uint64_t seed = 42;
+  auto next = [&seed] { return (seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33; };
+  int failed = 0;
+  for (int round = 0; round < 200; ++round) {
+    std::string t = text;
+    int edits = 1 + static_cast<int>(next() % 8);
+    for (int i = 0; i < edits; ++i) {
+      size_t at = next() % t.size();
+      switch (next() % 3) {
+        case 0: t[at] = alphabet[next() % alphabet.size()]; break;
+        case 1: t.erase(at, 1 + next() % 20); break;
+        default: t.insert(at, 1, alphabet[next() % alphabet.size()]); break;
+      }
+    }
+    LoadReport report;
+    LoadOptions o;
+    o.resolve = ResolveMode::kOff;
+    auto e = Engine::LoadSources({{"mangled.yaml", t}}, o, &report);
+    if (!e.ok()) {
+      ++failed;
+      CHECK_FALSE(report.errors.empty());
+      CHECK(report.errors[0].file == "mangled.yaml");
+    }
+  }
+  CHECK(failed > 0);
 }
