@@ -19,15 +19,20 @@ constexpr size_t kMaxReasonBytes = 1024;
 // frame of 0x81 0x81 ... (array of array of ...) would overflow the stack.
 class BoundedDomParser : public nlohmann::detail::json_sax_dom_parser<json> {
  public:
-  explicit BoundedDomParser(json& root) : json_sax_dom_parser<json>(root, false) {}
+  // input_bytes bounds every declared container length: the base class
+  // throws on lengths above a std::map's max_size, which CBOR can declare.
+  BoundedDomParser(json& root, size_t input_bytes)
+      : json_sax_dom_parser<json>(root, false), input_bytes_(input_bytes) {}
 
   bool start_object(std::size_t len) {
     if (++depth_ > kMaxNesting) return too_deep_ = true, false;
+    if (len != static_cast<std::size_t>(-1) && len > input_bytes_) return false;
     return json_sax_dom_parser<json>::start_object(len);
   }
   bool end_object() { --depth_; return json_sax_dom_parser<json>::end_object(); }
   bool start_array(std::size_t len) {
     if (++depth_ > kMaxNesting) return too_deep_ = true, false;
+    if (len != static_cast<std::size_t>(-1) && len > input_bytes_) return false;
     return json_sax_dom_parser<json>::start_array(len);
   }
   bool end_array() { --depth_; return json_sax_dom_parser<json>::end_array(); }
@@ -35,6 +40,7 @@ class BoundedDomParser : public nlohmann::detail::json_sax_dom_parser<json> {
   bool too_deep() const { return too_deep_; }
 
  private:
+  size_t input_bytes_;
   int depth_ = 0;
   bool too_deep_ = false;
 };
@@ -202,9 +208,16 @@ Result<Message> DecodeBody(std::string_view body) {
                     kProtocolVersion));
   }
   json root;
-  BoundedDomParser sax(root);
-  bool ok = json::sax_parse(body.substr(1), &sax, nlohmann::detail::input_format_t::cbor,
-                            /*strict=*/true);
+  BoundedDomParser sax(root, body.size());
+  bool ok = false;
+  try {
+    ok = json::sax_parse(body.substr(1), &sax, nlohmann::detail::input_format_t::cbor,
+                         /*strict=*/true);
+  } catch (const json::exception&) {
+    // Not expected (the parser runs without exceptions); a peer's bytes must
+    // never take the process down if a nlohmann version throws anyway.
+    ok = false;
+  }
   if (sax.too_deep()) {
     return Status::InvalidArgument(fmt::format("frame: nesting deeper than {}", kMaxNesting));
   }

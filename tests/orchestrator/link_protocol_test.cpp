@@ -108,6 +108,10 @@ TEST_CASE("malformed CBOR, trailing bytes and deep nesting are errors", "[link]"
   uint32_t len = static_cast<uint32_t>(deep.size() + 1);
   std::string frame = {char(len >> 24), char(len >> 16), char(len >> 8), char(len), char(1)};
   CHECK(DecodeError(frame + deep) == "frame: nesting deeper than 32");
+  // A map declaring 2^63 entries (found by the fuzzer: nlohmann throws).
+  std::string huge = {char(0), char(0), char(0), char(10), char(1), char(0xbb), char(0x7f)};
+  huge.append(7, char(0xff));
+  CHECK(DecodeError(huge) == "frame: malformed CBOR");
 }
 
 TEST_CASE("a decoder error is sticky", "[link]") {

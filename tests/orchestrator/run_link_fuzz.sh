@@ -28,5 +28,5 @@ fi
 "${SIDETRACE_BUILD_DIR}/tests/orchestrator/orchestrator_link_seeds" "$out/corpus"
 echo "fuzzing for ${seconds}s"
 "$bin" -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=1024 -timeout=10 \
-  -print_final_stats=1 "$out/corpus" 2>&1 | tail -15
+  -error_exitcode=1 -artifact_prefix="$out/" -print_final_stats=1 "$out/corpus" 2>&1 | tail -15
 exit "${PIPESTATUS[0]}"
