@@ -196,12 +196,31 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = false;
     if (ec) {
       outbox_.clear();
-      if (!closing_) Close("write: " + ec.message(), false);
+      if (!closing_) return Close("write: " + ec.message(), false);
+      beast::get_lowest_layer(stream_).close();
       return;
     }
     outbox_.pop_front();
     if (!outbox_.empty()) return DoWrite();
-    if (closing_) beast::get_lowest_layer(stream_).close();
+    if (closing_) Linger();
+  }
+
+  // After the reject: half-close, then read and discard until the agent
+  // closes too (at most 2 s). Closing with unread input would send a RST,
+  // which can destroy the reject before the agent reads it.
+  void Linger() {
+    beast::error_code ec;
+    if (!tls_) beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+    auto handler = [self = shared_from_this()](beast::error_code e, size_t) {
+      if (e) return beast::get_lowest_layer(self->stream_).close();
+      self->Linger();
+    };
+    if (tls_) {
+      stream_.async_read_some(asio::buffer(buf_), handler);
+    } else {
+      beast::get_lowest_layer(stream_).async_read_some(asio::buffer(buf_), handler);
+    }
   }
 
   // Logs why the connection ends; with `tell`, sends a reject carrying the
@@ -215,16 +234,21 @@ class Session : public std::enable_shared_from_this<Session> {
       log::Info("agent disconnected", "peer={} agent_id={} reason={}", peer_, log::Quote(agent_id_),
                 log::Quote(reason));
     }
-    if (tell && !writing_) {
-      outbox_.clear();
-      outbox_.push_back(link::EncodeFrame(link::MakeReject(reason)));
-      closing_ = true;
-      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
-      DoWrite();
+    closing_ = true;
+    if (!tell) {
+      beast::get_lowest_layer(stream_).close();
       return;
     }
-    closing_ = true;
-    beast::get_lowest_layer(stream_).close();
+    // Keep a frame that is being written (its bytes are partly out), drop
+    // the rest, then the reject.
+    if (writing_) {
+      outbox_.erase(outbox_.begin() + 1, outbox_.end());
+    } else {
+      outbox_.clear();
+    }
+    outbox_.push_back(link::EncodeFrame(link::MakeReject(reason)));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    if (!writing_) DoWrite();
   }
 
   AgentServer* server_;
