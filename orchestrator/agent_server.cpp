@@ -1,6 +1,7 @@
 #include "orchestrator/agent_server.h"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -21,7 +22,10 @@ using tcp = asio::ip::tcp;
 using nlohmann::json;
 
 namespace {
+using Clock = std::chrono::steady_clock;
 constexpr auto kHelloTimeout = std::chrono::seconds(10);
+constexpr auto kWriteTimeout = std::chrono::seconds(30);
+constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kReadBuffer = 16 * 1024;
 constexpr size_t kMaxOutbox = 4096;  // frames queued to a slow agent before we give up on it
 
@@ -35,11 +39,15 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, AgentServer* server, ssl::context* tls)
       : server_(server),
         tls_(tls != nullptr),
-        stream_(beast::tcp_stream(std::move(socket)), tls != nullptr ? *tls : DummyContext()) {
+        socket_(std::move(socket)),
+        watchdog_(socket_.get_executor()),
+        started_(Clock::now()),
+        last_read_(started_) {
+    if (tls != nullptr) stream_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, *tls);
     beast::error_code ec;
-    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    auto ep = Socket().remote_endpoint(ec);
     peer_ = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-    beast::get_lowest_layer(stream_).socket().set_option(tcp::no_delay(true), ec);
+    Socket().set_option(tcp::no_delay(true), ec);
   }
 
   ~Session() {
@@ -51,9 +59,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Start() {
-    beast::get_lowest_layer(stream_).expires_after(kHelloTimeout);
+    ArmWatchdog();
     if (tls_) {
-      stream_.async_handshake(ssl::stream_base::server,
+      stream_->async_handshake(ssl::stream_base::server,
                               [self = shared_from_this()](beast::error_code ec) {
                                 if (ec) return self->Close(fmt::format("TLS handshake: {}", ec.message()), false);
                                 self->DoRead();
@@ -72,38 +80,31 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void PushFrame(std::string frame) {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), f = std::move(frame)]() mutable {
+    asio::post(socket_.get_executor(), [self = shared_from_this(), f = std::move(frame)]() mutable {
       if (self->welcomed_) self->Send(std::move(f));
     });
   }
 
   void Shutdown() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->Close("orchestrator stopping", false); });
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->Close("orchestrator stopping", false); });
   }
 
  private:
-  static ssl::context& DummyContext() {
-    static ssl::context ctx(ssl::context::tls_server);
-    return ctx;
-  }
-
   void DoRead() {
     if (closing_) return;
-    auto timeout = welcomed_ ? std::chrono::milliseconds(3 * server_->config_.heartbeat_ms) + std::chrono::seconds(10)
-                             : std::chrono::milliseconds(kHelloTimeout);
-    beast::get_lowest_layer(stream_).expires_after(timeout);
+    waiting_spool_ = false;
     auto handler = [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnRead(ec, n); };
     if (tls_) {
-      stream_.async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(asio::buffer(buf_), handler);
     } else {
-      beast::get_lowest_layer(stream_).async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(asio::buffer(buf_), handler);
     }
   }
 
   void OnRead(beast::error_code ec, size_t n) {
     if (closing_) return;
+    last_read_ = Clock::now();
     if (ec) {
-      if (ec == beast::error::timeout) return Close("timed out waiting for the agent", !welcomed_);
       return Close(ec == asio::error::eof || ec == ssl::error::stream_truncated ? "agent closed the connection"
                                                                                  : ec.message(),
                    false);
@@ -153,9 +154,10 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (lines.empty()) return DoRead();
+    waiting_spool_ = true;
     size_t count = lines.size();
     server_->spool_->Append(std::move(lines), [self = shared_from_this(), max_seq, count](bool durable) {
-      asio::post(self->stream_.get_executor(), [self, max_seq, count, durable] {
+      asio::post(self->socket_.get_executor(), [self, max_seq, count, durable] {
         if (!durable) return self->Close("spool write failed; the agent will resend", false);
         self->server_->metrics_->alerts_in += count;
         self->Send(link::EncodeFrame(link::MakeAck(max_seq)));
@@ -184,11 +186,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void DoWrite() {
     writing_ = true;
+    write_started_ = Clock::now();
     auto handler = [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWrite(ec); };
     if (tls_) {
-      asio::async_write(stream_, asio::buffer(outbox_.front()), handler);
+      asio::async_write(*stream_, asio::buffer(outbox_.front()), handler);
     } else {
-      asio::async_write(beast::get_lowest_layer(stream_), asio::buffer(outbox_.front()), handler);
+      asio::async_write(Socket(), asio::buffer(outbox_.front()), handler);
     }
   }
 
@@ -197,7 +200,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       outbox_.clear();
       if (!closing_) return Close("write: " + ec.message(), false);
-      beast::get_lowest_layer(stream_).close();
+      CloseSocket();
       return;
     }
     outbox_.pop_front();
@@ -206,21 +209,56 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // After the reject: half-close, then read and discard until the agent
-  // closes too (at most 2 s). Closing with unread input would send a RST,
-  // which can destroy the reject before the agent reads it.
+  // closes too (the watchdog ends this after kLinger). Closing with unread
+  // input would send a RST, which can destroy the reject before the agent
+  // reads it.
   void Linger() {
     beast::error_code ec;
-    if (!tls_) beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+    if (!tls_) Socket().shutdown(tcp::socket::shutdown_send, ec);
     auto handler = [self = shared_from_this()](beast::error_code e, size_t) {
-      if (e) return beast::get_lowest_layer(self->stream_).close();
+      if (e) return self->CloseSocket();
       self->Linger();
     };
     if (tls_) {
-      stream_.async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(asio::buffer(buf_), handler);
     } else {
-      beast::get_lowest_layer(stream_).async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(asio::buffer(buf_), handler);
     }
+  }
+
+  tcp::socket& Socket() { return socket_; }
+
+  void CloseSocket() {
+    beast::error_code ec;
+    Socket().close(ec);
+    watchdog_.cancel();
+  }
+
+  // One timer per session enforces every deadline: hello (and TLS
+  // handshake), agent silence (3 heartbeats + 10 s), a write the agent does
+  // not drain, and the linger after a reject. A single timer avoids
+  // per-operation timeouts that go stale between reads and writes.
+  void ArmWatchdog() {
+    watchdog_.expires_after(std::chrono::seconds(1));
+    watchdog_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || !self->Socket().is_open()) return;
+      self->OnWatchdog();
+    });
+  }
+
+  void OnWatchdog() {
+    auto now = Clock::now();
+    auto idle_limit = std::chrono::milliseconds(3 * server_->config_.heartbeat_ms) + std::chrono::seconds(10);
+    if (closing_) {
+      if (now - closing_since_ > kLinger) return CloseSocket();
+    } else if (!welcomed_ && now - started_ > kHelloTimeout) {
+      return Close("timed out waiting for hello", true);
+    } else if (welcomed_ && !waiting_spool_ && now - last_read_ > idle_limit) {
+      return Close("agent silent for too long", false);
+    } else if (writing_ && now - write_started_ > kWriteTimeout) {
+      return Close("agent does not read (write timed out)", false);
+    }
+    ArmWatchdog();
   }
 
   // Logs why the connection ends; with `tell`, sends a reject carrying the
@@ -235,10 +273,8 @@ class Session : public std::enable_shared_from_this<Session> {
                 log::Quote(reason));
     }
     closing_ = true;
-    if (!tell) {
-      beast::get_lowest_layer(stream_).close();
-      return;
-    }
+    closing_since_ = Clock::now();
+    if (!tell) return CloseSocket();
     // Keep a frame that is being written (its bytes are partly out), drop
     // the rest, then the reject.
     if (writing_) {
@@ -247,13 +283,18 @@ class Session : public std::enable_shared_from_this<Session> {
       outbox_.clear();
     }
     outbox_.push_back(link::EncodeFrame(link::MakeReject(reason)));
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
     if (!writing_) DoWrite();
   }
 
   AgentServer* server_;
   bool tls_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  // Plain sessions have no SSL object: asio's costs ~40 KiB per connection
+  // (SSL state and its BIO pair), too much for thousands of agents.
+  tcp::socket socket_;
+  std::unique_ptr<ssl::stream<tcp::socket&>> stream_;  // null without TLS
+  asio::steady_timer watchdog_;
+  Clock::time_point started_, last_read_, write_started_, closing_since_;
+  bool waiting_spool_ = false;  // a read group is in the spool; no read pending
   std::string peer_;
   std::string agent_id_;
   std::array<char, kReadBuffer> buf_;

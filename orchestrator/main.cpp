@@ -84,10 +84,6 @@ int main(int argc, char** argv) {
     auto ep = status.local_endpoint();
     http_addr = fmt::format("{}:{}", ep.address().to_string(), ep.port());
   }
-  auto ep = server.local_endpoint();
-  log::Info("listening", "agents={}:{} tls={} http={} backend={} policies={}", ep.address().to_string(), ep.port(),
-            config.tls_cert.empty() ? "off" : "on", http_addr, config.backend, server.policies()->size());
-
   asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
@@ -113,6 +109,11 @@ int main(int argc, char** argv) {
         timer->async_wait([&ioc, timer](const boost::system::error_code&) { ioc.stop(); });
       };
   signals.async_wait(on_signal);
+  // Logged once signals are handled: tests and supervisors may signal us
+  // as soon as they see this line.
+  auto ep = server.local_endpoint();
+  log::Info("listening", "agents={}:{} tls={} http={} backend={} policies={}", ep.address().to_string(), ep.port(),
+            config.tls_cert.empty() ? "off" : "on", http_addr, config.backend, server.policies()->size());
 
   std::vector<std::thread> threads;
   for (uint32_t i = 1; i < config.threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });

@@ -83,12 +83,12 @@ Status Spool::Open() {
     close(fd);
     b.bytes = keep;
     b.events = static_cast<uint64_t>(std::count(data.begin(), data.begin() + static_cast<long>(keep), '\n'));
+    next_id_ = std::max(next_id_, id + 1);
     if (b.events == 0) {
       fs::remove(b.path, ec);
       continue;
     }
     found.push_back(b);
-    next_id_ = std::max(next_id_, id + 1);
   }
   if (ec) return Status::IoError(fmt::format("--spool-dir {}: {}", options_.dir, ec.message()));
   std::sort(found.begin(), found.end(), [](const Batch& a, const Batch& b) { return a.id < b.id; });

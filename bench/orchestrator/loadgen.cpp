@@ -101,7 +101,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     asio::async_write(socket_, asio::buffer(current_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
       self->writing_ = false;
       if (ec) {
-        self->Fail();
+        self->Fail("write: " + ec.message());
         return;
       }
       if (!self->pending_.empty()) {
@@ -114,11 +114,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   void DoRead() {
     socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-      if (ec) return self->Fail();
+      if (ec) return self->Fail("read: " + ec.message());
       self->decoder_.Append(self->buf_.data(), n);
       for (;;) {
         auto m = self->decoder_.Next();
-        if (!m.ok()) return self->Fail();
+        if (!m.ok()) return self->Fail(m.status().message());
         if (!m->has_value()) break;
         switch ((*m)->type) {
           case link::MessageType::kWelcome:
@@ -127,7 +127,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
             break;
           case link::MessageType::kReject:
             g_rejected++;
-            return self->Fail();
+            return self->Fail("rejected: " + (*m)->body["reason"].get<std::string>());
           case link::MessageType::kAck: {
             uint64_t seq = (*m)->body["seq"].get<uint64_t>();
             g_acked += seq - self->acked_;
@@ -142,8 +142,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
     });
   }
 
-  void Fail() {
-    if (!dead_) g_errors++;
+  void Fail(const std::string& why) {
+    if (!dead_ && g_errors++ == 0) std::cerr << "sidetrace-loadgen: first connection failure: " << why << "\n";
     dead_ = true;
     boost::system::error_code ec;
     socket_.close(ec);

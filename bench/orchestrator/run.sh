@@ -14,7 +14,7 @@ lg_threads=${4:-1}
 build=$(realpath "${BUILD:-build}")
 tmp=$(mktemp -d /tmp/sidetrace-orch-bench-XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; cp "$tmp/orch.log" /tmp/sidetrace-orch-bench-last.log 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
@@ -29,25 +29,21 @@ pids+=($!); disown
 for _ in $(seq 100); do grep -q listening "$tmp/sink.out" && break; sleep 0.1; done
 sink_port=$(awk '/listening/{print $2}' "$tmp/sink.out")
 
-"$build/orchestrator/sidetrace-orchestrator" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+orch_port=$(free_port); http_port=$(free_port)
+"$build/orchestrator/sidetrace-orchestrator" --listen "127.0.0.1:$orch_port" --http "127.0.0.1:$http_port" \
   --backend "127.0.0.1:$sink_port" --ca-file "$tmp/ca.pem" --access-key bench-key \
-  --spool-dir "$tmp/spool" --log-level warn 2>"$tmp/orch.log" &
+  --spool-dir "$tmp/spool" --log-level "${ORCH_LOG_LEVEL:-warn}" 2>"$tmp/orch.log" &
 orch=$!
 pids+=($orch); disown
-sleep 0.5
-orch_port=$(ss -ltnpH "( sport > :0 )" 2>/dev/null | grep "pid=$orch," | awk '{print $4}' | sed 's/.*://' | sort -n | head -1)
-# Two listeners: agents and http; the agent port is the one loadgen must use.
-ports=$(ss -ltnpH 2>/dev/null | grep "pid=$orch," | awk '{print $4}' | sed 's/.*://')
-http_port=""
-for p in $ports; do
-  if curl -s --max-time 2 "http://127.0.0.1:$p/healthz" >/dev/null 2>&1; then http_port=$p; else orch_port=$p; fi
-done
+for _ in $(seq 100); do curl -s --max-time 1 "http://127.0.0.1:$http_port/healthz" >/dev/null && break; sleep 0.1; done
 
 ticks() { awk '{print $14+$15}' "/proc/$orch/stat"; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks); start=$(date +%s.%N)
 "$build/bench/orchestrator/sidetrace-loadgen" --orchestrator "127.0.0.1:$orch_port" --access-key bench-key \
-  --agents "$agents" --rate "$rate" --duration "$seconds" --threads "$lg_threads" >"$tmp/loadgen.json"
+  --agents "$agents" --rate "$rate" --duration "$seconds" --threads "$lg_threads" >"$tmp/loadgen.json" || true
+cat "$tmp/loadgen.json" >&2
 sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$tmp/loadgen.json")
 for _ in $(seq 600); do
   unique=$(curl -s --cacert "$tmp/ca.pem" "https://127.0.0.1:$sink_port/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])')

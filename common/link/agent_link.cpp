@@ -315,7 +315,12 @@ bool AgentLink::Flush(std::chrono::milliseconds timeout) {
 }
 
 void AgentLink::Stop() {
-  if (stop_.exchange(true)) return;
+  {
+    // Under mu_, so that a waiter between its predicate check and its wait
+    // cannot miss the notification.
+    std::lock_guard lock(mu_);
+    if (stop_.exchange(true)) return;
+  }
   cv_.notify_all();
   if (wake_fd_ >= 0) {
     uint64_t one = 1;
