@@ -74,7 +74,8 @@ Result<event::ContainerInfo> ParseEcsMetadata(std::string_view container_json,
   if (!container.ok()) return container.status();
   const json& c = *container;
   event::ContainerInfo info;
-  std::string docker_id = StringField(c, "DockerId");
+  auto id_it = c.find("DockerId");
+  std::string docker_id = id_it != c.end() && id_it->is_string() ? id_it->get<std::string>() : "";
   if (docker_id.empty()) {
     return Status::IoError("ECS container metadata: field \"DockerId\" missing or not a string");
   }
