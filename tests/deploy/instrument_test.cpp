@@ -444,3 +444,32 @@ TEST_CASE("deploy: sidetrace-instrument CLI: output, exit codes, error texts", "
     CHECK(no_role.exit_code == 0);
   }
 }
+
+TEST_CASE("deploy: examples/ecs: the committed instrumented task definition is the tool's output", "[instrument][examples]") {
+  // The command examples/ecs/README.md gives.
+  const std::string dir = SourceDir() + "/examples/ecs/";
+  RunResult r = RunTool(
+      "--agent-image 111122223333.dkr.ecr.us-east-1.amazonaws.com/sidetrace/agent:0.1.0 "
+      "--orchestrator sidetrace-orchestrator-0123456789abcdef.elb.us-east-1.amazonaws.com:6667 "
+      "--access-key-secret arn:aws:ssm:us-east-1:111122223333:parameter/sidetrace/access-key '" +
+      dir + "playground-task-definition.json'");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == ReadFile(dir + "playground-task-definition.instrumented.json"));
+  CheckRegisterShape(Json::parse(r.out));
+  // The example is already instrumented: running on it changes nothing.
+  RunResult again = RunTool(
+      "--agent-image 111122223333.dkr.ecr.us-east-1.amazonaws.com/sidetrace/agent:0.1.0 "
+      "--orchestrator sidetrace-orchestrator-0123456789abcdef.elb.us-east-1.amazonaws.com:6667 "
+      "--access-key-secret arn:aws:ssm:us-east-1:111122223333:parameter/sidetrace/access-key '" +
+      dir + "playground-task-definition.instrumented.json'");
+  REQUIRE(again.exit_code == 0);
+  CHECK(again.out == r.out);
+  // The orchestrator's own task definition is valid register input, and its
+  // secrets are the SSM parameters the Terraform example creates.
+  Json orchestrator = Json::parse(ReadFile(dir + "orchestrator-task-definition.json"));
+  CheckRegisterShape(orchestrator);
+  std::set<std::string> secrets;
+  for (const Json& s : orchestrator["containerDefinitions"][0]["secrets"]) secrets.insert(s["name"].get<std::string>());
+  CHECK(secrets == std::set<std::string>{"SIDETRACE_BACKEND", "SIDETRACE_ACCESS_KEY"});
+}
