@@ -211,7 +211,8 @@ Result<StartCommand> OriginalStartCommand(const Json& c, const std::string& wher
 
 StringList AgentFlags(const Options& options) {
   StringList flags;
-  if (options.mode == Mode::kFailClosed) flags.emplace_back("--fail-closed");
+  if (!options.agent_mode.empty()) flags.push_back("--mode=" + options.agent_mode);
+  if (options.fail_closed) flags.emplace_back("--fail-closed");
   flags.insert(flags.end(), options.agent_args.begin(), options.agent_args.end());
   return flags;
 }
@@ -411,6 +412,11 @@ Status ValidateOptions(const Options& options) {
   }
   if (!options.include_containers.empty() && !options.exclude_containers.empty()) {
     return Status::InvalidArgument("--include-containers and --exclude-containers cannot be used together");
+  }
+  if (!options.agent_mode.empty() && options.agent_mode != "auto" && options.agent_mode != "ptrace" &&
+      options.agent_mode != "off") {
+    return Status::InvalidArgument(
+        fmt::format("--mode {}: expected auto, ptrace or off", Quoted(options.agent_mode)));
   }
   for (const std::string& arg : options.agent_args) {
     if (arg == "--") return Status::InvalidArgument("--agent-arg \"--\": the instrumenter adds the \"--\" itself");

@@ -69,8 +69,6 @@ std::string NormalizeImage(std::string_view image);
 // `source` names the file in error messages.
 Result<ImageConfigMap> ParseImageConfig(std::string_view text, std::string_view source);
 
-enum class Mode { kFailOpen, kFailClosed };
-
 struct Options {
   std::string agent_image;          // required
   std::string orchestrator;         // HOST:PORT, required
@@ -78,7 +76,8 @@ struct Options {
   std::string access_key_plaintext; // only with --access-key-plaintext
   std::vector<std::string> include_containers;  // empty: all but the sidecar
   std::vector<std::string> exclude_containers;
-  Mode mode = Mode::kFailOpen;
+  std::string agent_mode;   // the agent's --mode (auto, ptrace, off); "" leaves its default
+  bool fail_closed = false;  // pass --fail-closed to the agent
   std::vector<std::string> agent_args;  // extra agent flags, before "--"
   ImageConfigMap images;
 };

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -79,9 +80,12 @@ int main(int argc, char** argv) {
        "comma-separated container names to instrument (default: all)")
       ("exclude-containers", po::value<std::vector<std::string>>()->composing(),
        "comma-separated container names to leave alone")
-      ("mode", po::value<std::string>()->default_value("fail-open"),
-       "fail-open: run the workload untraced if tracing is impossible; fail-closed: refuse to "
-       "start it (passes --fail-closed to the agent)")
+      ("mode", po::value<std::string>(),
+       "the agent's tracing mode, passed as --mode=MODE: auto (seccomp notification + ptrace), "
+       "ptrace or off (default: the agent's own, auto)")
+      ("fail-closed", po::bool_switch(),
+       "pass --fail-closed to the agent: the workload does not start when tracing is impossible "
+       "(default: it runs untraced)")
       ("agent-arg", po::value<std::vector<std::string>>()->composing(),
        "extra flag for the agent, placed before \"--\" (repeatable), e.g. --agent-arg=--log-level=info")
       ("image-config", po::value<std::string>(),
@@ -105,7 +109,9 @@ int main(int argc, char** argv) {
                 if (env.rfind(kPrefix, 0) != 0) return {};
                 std::string name = env.substr(kPrefix.size());
                 for (char& ch : name) ch = ch == '_' ? '-' : static_cast<char>(std::tolower(ch));
-                if (name == "help" || name == "output") return {};
+                // A switch takes no value on the command line; its variable
+                // is read below.
+                if (name == "help" || name == "output" || name == "fail-closed") return {};
                 return desc.find_nothrow(name, false) != nullptr ? name : std::string();
               }),
               vm);
@@ -131,13 +137,15 @@ int main(int argc, char** argv) {
     options.exclude_containers = SplitCommaLists(vm["exclude-containers"].as<std::vector<std::string>>());
   }
   if (vm.count("agent-arg")) options.agent_args = vm["agent-arg"].as<std::vector<std::string>>();
-  std::string mode = get("mode");
-  if (mode == "fail-open") {
-    options.mode = sidetrace::instrument::Mode::kFailOpen;
-  } else if (mode == "fail-closed") {
-    options.mode = sidetrace::instrument::Mode::kFailClosed;
-  } else {
-    return Fail(kExitUsage, fmt::format("--mode \"{}\": expected fail-open or fail-closed", mode));
+  options.agent_mode = get("mode");
+  options.fail_closed = vm["fail-closed"].as<bool>();
+  if (const char* env = std::getenv("SIDETRACE_FAIL_CLOSED"); env != nullptr && !options.fail_closed) {
+    std::string v = env;
+    if (v == "1" || v == "true" || v == "yes" || v == "on") {
+      options.fail_closed = true;
+    } else if (!v.empty() && v != "0" && v != "false" && v != "no" && v != "off") {
+      return Fail(kExitUsage, fmt::format("SIDETRACE_FAIL_CLOSED \"{}\": expected 1/0, true/false, yes/no or on/off", v));
+    }
   }
   if (auto s = sidetrace::instrument::ValidateOptions(options); !s.ok()) {
     return Fail(kExitUsage, s.message());

@@ -156,7 +156,8 @@ TEST_CASE("deploy: sidecars, dependsOn, existing linuxParameters/volumesFrom/sec
   inst::Options o = BaseOptions();
   o.exclude_containers = {"log_router"};
   o.images = Images("images.json");
-  o.mode = inst::Mode::kFailClosed;
+  o.agent_mode = "ptrace";
+  o.fail_closed = true;
   o.agent_args = {"--log-level=info"};
   auto out = inst::InstrumentTaskDefinition(ReadFile(FixturePath("sidecars.json")), "sidecars.json", o);
   REQUIRE(out.ok());
@@ -165,7 +166,8 @@ TEST_CASE("deploy: sidecars, dependsOn, existing linuxParameters/volumesFrom/sec
   CheckRegisterShape(out->task_definition);
   const Json& cs = out->task_definition["containerDefinitions"];
   // busybox has no ENTRYPOINT: the task's command runs directly under the agent.
-  CHECK(cs[0]["entryPoint"] == Json::array({"/opt/sidetrace/bin/sidetrace-agent", "--fail-closed", "--log-level=info", "--"}));
+  CHECK(cs[0]["entryPoint"] == Json::array({"/opt/sidetrace/bin/sidetrace-agent", "--mode=ptrace", "--fail-closed",
+                                            "--log-level=info", "--"}));
   // nginx: neither given in the task definition, both from the image.
   CHECK(cs[1]["entryPoint"].back() == "/docker-entrypoint.sh");
   CHECK(cs[1]["command"] == Json::array({"nginx", "-g", "daemon off;"}));
@@ -210,7 +212,8 @@ TEST_CASE("deploy: instrumenting twice changes nothing", "[instrument]") {
   inst::Options sidecars = BaseOptions();
   sidecars.exclude_containers = {"log_router"};
   sidecars.images = Images("images.json");
-  sidecars.mode = inst::Mode::kFailClosed;
+  sidecars.agent_mode = "ptrace";
+  sidecars.fail_closed = true;
   sidecars.agent_args = {"--log-level=info"};
   inst::Options describe = BaseOptions();
   describe.images = Images("playground-images.json");
@@ -237,7 +240,7 @@ TEST_CASE("deploy: re-instrumenting applies new options in place", "[instrument]
   o.access_key_secret.clear();
   o.access_key_plaintext = "k2";
   o.agent_image = "sidetrace/agent:0.2.0";
-  o.mode = inst::Mode::kFailClosed;
+  o.fail_closed = true;
   auto twice = inst::InstrumentTaskDefinition(Render(*once), "once.json", o);
   REQUIRE(twice.ok());
   const Json& api = twice->task_definition["containerDefinitions"][0];
@@ -379,10 +382,10 @@ TEST_CASE("deploy: sidetrace-instrument CLI: output, exit codes, error texts", "
   SECTION("stdin in, options from SIDETRACE_* variables, comma lists") {
     RunResult r = RunTool(
         "--access-key-secret arn:aws:ssm:us-east-1:111122223333:parameter/sidetrace/access-key --exclude-containers "
-        "log_router,web --exclude-containers config-init --mode=fail-closed --agent-arg=--log-level=info -",
+        "log_router,web --exclude-containers config-init --mode=ptrace --agent-arg=--log-level=info -",
         FixturePath("sidecars.json"),
         "SIDETRACE_AGENT_IMAGE=111122223333.dkr.ecr.us-east-1.amazonaws.com/sidetrace-agent:0.1.0 "
-        "SIDETRACE_ORCHESTRATOR=orchestrator.sidetrace.internal:6667 SIDETRACE_IMAGE_CONFIG='" +
+        "SIDETRACE_ORCHESTRATOR=orchestrator.sidetrace.internal:6667 SIDETRACE_FAIL_CLOSED=1 SIDETRACE_IMAGE_CONFIG='" +
             FixturePath("images.json") + "'");
     INFO(r.err);
     CHECK(r.exit_code == 0);
@@ -433,7 +436,13 @@ TEST_CASE("deploy: sidetrace-instrument CLI: output, exit codes, error texts", "
 
     RunResult mode = RunTool(kCliBase + "--mode block '" + FixturePath("single.json") + "'");
     CHECK(mode.exit_code == 2);
-    CHECK(mode.err == "sidetrace-instrument: --mode \"block\": expected fail-open or fail-closed\n");
+    CHECK(mode.err == "sidetrace-instrument: --mode \"block\": expected auto, ptrace or off\n");
+
+    RunResult env_switch = RunTool(kCliBase + "'" + FixturePath("single.json") + "'", "/dev/null",
+                                   "SIDETRACE_FAIL_CLOSED=maybe");
+    CHECK(env_switch.exit_code == 2);
+    CHECK(env_switch.err ==
+          "sidetrace-instrument: SIDETRACE_FAIL_CLOSED \"maybe\": expected 1/0, true/false, yes/no or on/off\n");
 
     RunResult required = RunTool("'" + FixturePath("single.json") + "'");
     CHECK(required.exit_code == 2);
