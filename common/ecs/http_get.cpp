@@ -101,7 +101,9 @@ Result<std::string> HttpGet(std::string_view url, std::chrono::milliseconds time
   beast::tcp_stream stream(ioc);
   beast::flat_buffer buffer;
   http::request<http::empty_body> request{http::verb::get, u.target, 11};
-  request.set(http::field::host, u.host);
+  std::string host_header = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
+  if (u.port != 80) host_header += ":" + std::to_string(u.port);
+  request.set(http::field::host, host_header);
   request.set(http::field::user_agent, "sidetrace/" SIDETRACE_VERSION);
   request.set(http::field::connection, "close");
   http::response_parser<http::string_body> parser;
