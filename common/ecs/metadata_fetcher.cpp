@@ -1,5 +1,8 @@
 #include "common/ecs/metadata_fetcher.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -28,7 +31,20 @@ std::shared_ptr<const event::ContainerInfo> SharedContainerInfo::Get() const {
 }
 
 MetadataFetcher::MetadataFetcher(Options options, SharedContainerInfo* target)
-    : options_(std::move(options)), target_(target), thread_([this] { Run(); }) {}
+    : options_(std::move(options)), target_(target) {
+  // The thread starts with every signal blocked (it inherits the creator's
+  // mask, set here for the moment of creation): process-directed signals
+  // must reach the agent's main thread, which takes them from a signalfd
+  // (signal(7): such a signal goes to any one thread that does not block it).
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), kThreadName);
+    Run();
+  });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
 
 MetadataFetcher::~MetadataFetcher() { Stop(); }
 

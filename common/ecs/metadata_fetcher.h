@@ -12,6 +12,9 @@
 // not serve a container's metadata until the container has started. Every
 // failure is logged at debug level, the last one at warning level.
 //
+// The fetcher's thread is named "st-ecs-metadata" and blocks every signal,
+// so that signals sent to the agent always reach its main thread.
+//
 // Thread-safety: SharedContainerInfo is safe from any thread; Get() is a
 // short mutex hold and a shared_ptr copy, version() one atomic load, so a
 // hot path can poll version() and take a new snapshot only when it changed.
@@ -52,6 +55,8 @@ class SharedContainerInfo {
 
 class MetadataFetcher {
  public:
+  static constexpr const char* kThreadName = "st-ecs-metadata";  // at most 15 characters
+
   struct Options {
     std::string uri;  // ${ECS_CONTAINER_METADATA_URI_V4}
     std::chrono::milliseconds timeout{2000};  // per GET

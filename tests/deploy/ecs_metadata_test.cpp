@@ -2,6 +2,8 @@
 // inline samples, the v4 metadata mapping on the documented response shapes
 // (fixtures/metadata/), and the HTTP client and background fetcher against a
 // real HTTP server on 127.0.0.1 (never the real 169.254.170.2).
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <catch2/catch.hpp>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -345,6 +348,39 @@ TEST_CASE("deploy: stopping a fetcher cancels a GET that would wait for its time
   CHECK(std::chrono::steady_clock::now() - start < 30s);  // far below the 60 s timeout
   CHECK(fetcher->done());
   CHECK_FALSE(fetcher->succeeded());
+}
+
+TEST_CASE("deploy: the fetcher thread blocks every signal, leaving them to the agent's main thread", "[ecs][http]") {
+  TestHttpServer silent({}, TestHttpServer::Mode::kSilent);
+  ecs::SharedContainerInfo shared;
+  ecs::MetadataFetcher::Options options;
+  options.uri = silent.url("/v4/c");
+  options.timeout = 60000ms;
+  ecs::MetadataFetcher fetcher(options, &shared);
+  std::string sigblk;
+  REQUIRE(WaitFor([&] {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name != ecs::MetadataFetcher::kThreadName) continue;
+      std::ifstream status(task.path() / "status");
+      for (std::string line; std::getline(status, line);) {
+        if (line.rfind("SigBlk:", 0) == 0) sigblk = line.substr(7);
+      }
+    }
+    return !sigblk.empty();
+  }));
+  unsigned long long mask = std::stoull(sigblk, nullptr, 16);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGWINCH}) {
+    INFO("signal " << sig);
+    CHECK((mask >> (sig - 1) & 1) == 1);
+  }
+  // The creating thread's own mask is unchanged.
+  sigset_t current;
+  pthread_sigmask(SIG_SETMASK, nullptr, &current);
+  CHECK(sigismember(&current, SIGTERM) == 0);
+  fetcher.Stop();
 }
 
 TEST_CASE("deploy: StartContainerMetadata publishes the environment at once and fetches ECS later", "[ecs][http]") {
