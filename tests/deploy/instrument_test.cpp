@@ -482,3 +482,44 @@ TEST_CASE("deploy: examples/ecs: the committed instrumented task definition is t
   for (const Json& s : orchestrator["containerDefinitions"][0]["secrets"]) secrets.insert(s["name"].get<std::string>());
   CHECK(secrets == std::set<std::string>{"SIDETRACE_BACKEND", "SIDETRACE_ACCESS_KEY"});
 }
+
+TEST_CASE("deploy: hand-made sidetrace entries are corrected in place, never duplicated", "[instrument]") {
+  // Someone wired the agent by hand, half right: writable volume, old key
+  // in plain environment and a stale secret, a sidecar in the middle with
+  // a command and essential true.
+  const std::string input = R"({
+    "family": "hand-made",
+    "executionRoleArn": "arn:aws:iam::111122223333:role/ecsTaskExecutionRole",
+    "containerDefinitions": [
+      {"name": "sidetrace-agent", "image": "old/agent:0.0.1", "essential": true, "command": ["sleep", "infinity"],
+       "memory": 64},
+      {"name": "app", "image": "app:1", "entryPoint": ["/opt/sidetrace/bin/sidetrace-agent", "--", "/app"],
+       "command": ["serve"],
+       "volumesFrom": [{"sourceContainer": "sidetrace-agent", "readOnly": false}],
+       "dependsOn": [{"containerName": "sidetrace-agent", "condition": "COMPLETE"}],
+       "environment": [{"name": "SIDETRACE_ACCESS_KEY", "value": "leaked"}, {"name": "SIDETRACE_ORCHESTRATOR", "value": "old:6667"}],
+       "secrets": [{"name": "SIDETRACE_ACCESS_KEY", "valueFrom": "arn:aws:ssm:us-east-1:111122223333:parameter/old"}],
+       "linuxParameters": {"capabilities": {"add": ["SYS_PTRACE"]}}}
+    ]})";
+  auto out = inst::InstrumentTaskDefinition(input, "hand.json", BaseOptions());
+  REQUIRE(out.ok());
+  const Json& cs = out->task_definition["containerDefinitions"];
+  REQUIRE(cs.size() == 2);
+  const Json& app = cs[0];
+  CHECK(app["entryPoint"] == Json::array({"/opt/sidetrace/bin/sidetrace-agent", "--", "/app"}));
+  CHECK(app["command"] == Json::array({"serve"}));
+  CHECK(app["volumesFrom"] == Json::array({Json{{"sourceContainer", "sidetrace-agent"}, {"readOnly", true}}}));
+  // A dependsOn the user chose is theirs to keep.
+  CHECK(app["dependsOn"] == Json::array({Json{{"containerName", "sidetrace-agent"}, {"condition", "COMPLETE"}}}));
+  CHECK(app["environment"] == Json::array({Json{{"name", "SIDETRACE_ORCHESTRATOR"}, {"value", "orchestrator.sidetrace.internal:6667"}}}));
+  CHECK(app["secrets"] == Json::array({Json{{"name", "SIDETRACE_ACCESS_KEY"},
+                                            {"valueFrom", "arn:aws:ssm:us-east-1:111122223333:parameter/sidetrace/access-key"}}}));
+  CHECK(app["linuxParameters"]["capabilities"]["add"] == Json::array({"SYS_PTRACE"}));
+  const Json& sidecar = cs[1];
+  CHECK(sidecar == Json{{"name", "sidetrace-agent"},
+                        {"image", "111122223333.dkr.ecr.us-east-1.amazonaws.com/sidetrace-agent:0.1.0"},
+                        {"essential", false},
+                        {"memory", 64},
+                        {"cpu", 0},
+                        {"entryPoint", Json::array({"/opt/sidetrace/bin/sidetrace-agent", "--version"})}});
+}
