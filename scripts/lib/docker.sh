@@ -1,0 +1,95 @@
+# Docker engine helpers for scripts/docker-demo (sourced after common.sh).
+#
+# No image registry may be reachable (CI machines, air-gapped labs), but the
+# Debian archive is: the base image is then made locally with debootstrap.
+# Uses the legacy builder, which every docker client and docker-compose 1.29
+# drive without the buildx plugin.
+
+export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+
+# Addresses: documentation ranges only (never 192.0.2.0/24; no private range
+# that could be mistaken for a real network). docker0 gets one when we start
+# the engine ourselves; the compose networks pin their own subnets.
+SIDETRACE_DOCKER_BIP=${SIDETRACE_DOCKER_BIP:-198.51.100.1/26}
+BASE_IMAGE=debian:bookworm-slim
+
+DOCKERD_PID=
+DOCKERD_LOG=
+
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+
+# ensure_docker_packages: installs docker.io/docker-compose/debootstrap when
+# missing. Returns 1 if they are missing and cannot be installed.
+ensure_docker_packages() {
+  local missing=() p
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  ((${#missing[@]} == 0)) && return 0
+  [[ $(id -u) -eq 0 ]] || { warn "missing ${missing[*]} and not root"; return 1; }
+  say "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# ensure_dockerd: uses a running engine, or starts dockerd in the background
+# (log in a temp file) and waits up to 60 s for it. Sets DOCKERD_PID when it
+# started one, so stop_dockerd can stop exactly that process.
+ensure_dockerd() {
+  docker_ok && return 0
+  [[ $(id -u) -eq 0 ]] || { warn "no Docker engine running, and starting one needs root"; return 1; }
+  command -v dockerd >/dev/null || return 1
+  DOCKERD_LOG=$(mktemp /tmp/sidetrace-dockerd.XXXXXX.log)
+  say "starting dockerd (log: $DOCKERD_LOG)"
+  # setsid: the engine must not get the demo's Ctrl-C; we stop it ourselves.
+  setsid dockerd --bip "$SIDETRACE_DOCKER_BIP" >"$DOCKERD_LOG" 2>&1 </dev/null &
+  DOCKERD_PID=$!
+  if ! wait_until 60 docker_ok; then
+    warn "dockerd did not come up within 60 s; last lines of $DOCKERD_LOG:"
+    tail -n 15 "$DOCKERD_LOG" >&2
+    stop_dockerd
+    return 1
+  fi
+}
+
+stop_dockerd() {
+  [[ -n $DOCKERD_PID ]] || return 0
+  say "stopping the dockerd this script started (pid $DOCKERD_PID)"
+  kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$DOCKERD_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+  DOCKERD_PID=
+}
+
+# ensure_base_image: debian:bookworm-slim from the local store, a pull, or
+# debootstrap (minbase) imported as that tag.
+ensure_base_image() {
+  docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+  say "pulling $BASE_IMAGE"
+  if timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then return 0; fi
+  say "no registry reachable: building $BASE_IMAGE locally with debootstrap (about a minute)"
+  command -v debootstrap >/dev/null || { warn "debootstrap is not installed"; return 1; }
+  local root mirror
+  root=$(mktemp -d /tmp/sidetrace-rootfs.XXXXXX)
+  mirror=${SIDETRACE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  if ! timeout 900 debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1; then
+    warn "debootstrap failed; last lines of $root.log:"
+    tail -n 15 "$root.log" >&2
+    rm -rf "$root"
+    return 1
+  fi
+  # Keep it close to the official slim image: no package cache, apt sources
+  # for updates and security, and apt told not to keep downloaded packages.
+  cat >"$root/etc/apt/sources.list" <<SOURCES
+deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb http://deb.debian.org/debian-security bookworm-security main
+SOURCES
+  echo 'APT::Keep-Downloaded-Packages "false";' >"$root/etc/apt/apt.conf.d/docker-clean"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+  tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  local rc=$?
+  rm -rf "$root" "$root.log"
+  return $rc
+}
