@@ -7,14 +7,18 @@
 
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 
-# Addresses: documentation ranges only (never 192.0.2.0/24; no private range
-# that could be mistaken for a real network). docker0 gets one when we start
-# the engine ourselves; the compose networks pin their own subnets.
-SIDETRACE_DOCKER_BIP=${SIDETRACE_DOCKER_BIP:-198.51.100.1/26}
+# Addresses: documentation ranges only (never 192.0.2.0/24, nor a private
+# range that could be mistaken for a real network), high in the range so as
+# not to meet the low addresses tests like to give their namespaces. docker0
+# gets one when we start the engine ourselves; the compose networks pin
+# their own subnets.
+SIDETRACE_DOCKER_BIP=${SIDETRACE_DOCKER_BIP:-198.51.100.193/27}
 BASE_IMAGE=debian:bookworm-slim
 
 DOCKERD_PID=
 DOCKERD_LOG=
+_saved_forward_policy=
+_saved_ip_forward=
 
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
 
@@ -41,6 +45,11 @@ ensure_dockerd() {
   command -v dockerd >/dev/null || return 1
   DOCKERD_LOG=$(mktemp /tmp/sidetrace-dockerd.XXXXXX.log)
   say "starting dockerd (log: $DOCKERD_LOG)"
+  # dockerd turns on IP forwarding and sets the FORWARD policy to DROP for
+  # the whole host; both are put back when the engine we started stops, so
+  # that later tests on this machine see it as it was.
+  _saved_ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || true)
+  _saved_forward_policy=$(iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3; exit}' || true)
   # setsid: the engine must not get the demo's Ctrl-C; we stop it ourselves.
   setsid dockerd --bip "$SIDETRACE_DOCKER_BIP" >"$DOCKERD_LOG" 2>&1 </dev/null &
   DOCKERD_PID=$!
@@ -60,6 +69,9 @@ stop_dockerd() {
   while kill -0 "$DOCKERD_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
   kill -KILL "$DOCKERD_PID" 2>/dev/null || true
   DOCKERD_PID=
+  [[ -n $_saved_forward_policy ]] && iptables -P FORWARD "$_saved_forward_policy" 2>/dev/null
+  [[ -n $_saved_ip_forward ]] && echo "$_saved_ip_forward" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
+  return 0
 }
 
 # ensure_base_image: debian:bookworm-slim from the local store, a pull, or
