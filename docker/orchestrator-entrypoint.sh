@@ -12,4 +12,5 @@ while [ ! -s "$ca" ]; do
 done
 exec /opt/sidetrace/bin/sidetrace-orchestrator \
   --listen 0.0.0.0:6667 --backend "${SIDETRACE_BACKEND:-backend:6443}" \
-  --ca-file "$ca" --spool-dir /var/lib/sidetrace/spool --http 0.0.0.0:8081 "$@"
+  --ca-file "$ca" --rules /opt/sidetrace/policies \
+  --spool-dir /var/lib/sidetrace/spool --http 0.0.0.0:8667 "$@"
