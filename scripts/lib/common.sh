@@ -52,3 +52,15 @@ free_port() {
 listening() {
   ss -Hltn "src ${1%:*} and sport = :${1##*:}" | grep -q .
 }
+
+# wait_service SECONDS PID WHAT CMD...: polls CMD until it succeeds; fails
+# early when process PID has exited (its log says why), or at the deadline.
+wait_service() {
+  local deadline=$((SECONDS + $1)) pid=$2 what=$3
+  shift 3
+  while ! "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { warn "$what exited"; return 1; }
+    ((SECONDS >= deadline)) && { warn "$what not ready within the deadline"; return 1; }
+    sleep 0.1
+  done
+}
