@@ -8,10 +8,9 @@ miner_domain=${MINER_DOMAIN:?MINER_DOMAIN not set}
 miner_ip=${MINER_IP:?MINER_IP not set}
 miner_port=${MINER_PORT:-3333}
 
-i=0
+deadline=$(($(date +%s) + 60))
 until curl -fsS -m 2 "http://$playground/health" >/dev/null 2>&1; do
-  i=$((i + 1))
-  if [ "$i" -gt 120 ]; then echo "attacker: playground not up after 60 s" >&2; exit 1; fi
+  if [ "$(date +%s)" -gt "$deadline" ]; then echo "attacker: playground not up after 60 s" >&2; exit 1; fi
   sleep 0.5
 done
 
