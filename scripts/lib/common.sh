@@ -64,3 +64,20 @@ wait_service() {
     sleep 0.1
   done
 }
+
+# require_agent_options AGENT OPTION...: the agent must list each OPTION in
+# its --help. When it does not: under CTest (SIDETRACE_E2E=1) the scenario
+# cannot run yet, which is reported as SKIPPED (exit 77, CTest's skip code)
+# naming the options; run by hand it is an error.
+require_agent_options() {
+  local agent=$1 help missing=() o
+  shift
+  help=$("$agent" --help 2>&1 || true)
+  for o in "$@"; do grep -q -- "$o\b" <<<"$help" || missing+=("$o"); done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ ${SIDETRACE_E2E:-0} == 1 ]]; then
+    echo "$_prog: SKIPPED: $agent has no ${missing[*]} option(s) yet (see its --help)"
+    exit 77
+  fi
+  die "$agent has no ${missing[*]} option(s); see its --help"
+}
