@@ -12,7 +12,8 @@ from a log with lines "ATTACK <name> <epoch ms>" ended by a line "DONE":
 
 Polls GET URL/api/events?rule=RULE every 50 ms. An attack is detected by the
 oldest event of its rule whose time is not before the attack and that no
-earlier attack claimed (uuids in FILE survive between calls). Prints each
+earlier attack claimed (uuids in FILE survive between calls). Attacks of one
+rule must be played one after the other, each after the previous finished. Prints each
 detection (rule, priority, output, latency). Exit 0 when every attack was
 detected within --timeout seconds of it, 1 otherwise.
 
@@ -112,9 +113,12 @@ class Watcher:
                     fresh.append((parse_time_ns(ev.get("time")) or 0, uid, ev))
             fresh.sort(key=lambda c: c[0])
             for attack in sorted((a for a in attacks if a.rule == rule and a.event is None), key=lambda a: a.at_ms):
-                # 1 s of slack: the event is stamped by another process's clock
-                # read, on this same machine.
-                pick = next((c for c in fresh if c[0] == 0 or c[0] >= (attack.at_ms - 1000) * 1_000_000), None)
+                # No slack: the attack time is read (and truncated to ms) before
+                # the request leaves, the event is stamped with the same kernel
+                # clock when the syscall runs. One attack can raise several
+                # events (connect, then sendto); the later attack must not
+                # claim the leftovers of an earlier one.
+                pick = next((c for c in fresh if c[0] == 0 or c[0] >= attack.at_ms * 1_000_000), None)
                 if pick is None:
                     break
                 fresh.remove(pick)
