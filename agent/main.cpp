@@ -4,6 +4,8 @@
 // Options come from the command line or SIDETRACE_* environment variables;
 // see docs/agent.md.
 #include <boost/program_options.hpp>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstring>
 #include <iostream>
@@ -12,6 +14,9 @@
 
 #include "agent/event_sink.h"
 #include "agent/tracer.h"
+#ifdef SIDETRACE_HAVE_RULES
+#include "agent/rules_runner.h"
+#endif
 #include "common/util/log.h"
 
 namespace po = boost::program_options;
@@ -27,6 +32,8 @@ constexpr const char* kUsage =
 struct Flags {
   std::string events_out, log_level = "warn", mode = "auto", emulate = "on";
   bool fail_closed = false;
+  std::vector<std::string> rules;
+  std::string alerts_out = "-", min_priority = "debug", resolve = "hosts";
 };
 
 // Splits argv at "--"; without it, the program starts at the first word that
@@ -63,6 +70,15 @@ int main(int argc, char** argv) {
        "on: perform opens and non-blocking connects for the workload to learn exact results; off: never")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
+#ifdef SIDETRACE_HAVE_RULES
+  desc.add_options()
+      ("rules", po::value(&f.rules)->composing(),
+       "Falco rules file or folder (repeatable; default: the bundled policies/ folder)")
+      ("alerts-out", po::value(&f.alerts_out)->default_value("-"), "write alerts as Falco JSON lines to PATH ('-': stderr)")
+      ("min-priority", po::value(&f.min_priority)->default_value("debug"), "disable rules less severe than this")
+      ("resolve", po::value(&f.resolve)->default_value("hosts"),
+       "how fd.sip.name resolves rule domain lists: hosts (/etc/hosts only), dns (blocks start-up while resolving) or off");
+#endif
   std::vector<std::string> opts, prog;
   SplitArgs(argc, argv, &opts, &prog);
   po::variables_map vm;
@@ -125,6 +141,31 @@ int main(int argc, char** argv) {
     }
   }
   options.sink = &sink;
+#ifdef SIDETRACE_HAVE_RULES
+  std::unique_ptr<agent::RulesRunner> rules;
+  {
+    agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
+    // The engine may start threads (name resolution); they must not take
+    // the signals the tracer reads from its signalfd (SIGCHLD above all),
+    // so they start with every signal blocked.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    auto r = agent::RulesRunner::Create(ro);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (r.ok()) {
+      rules = std::move(r).value();
+      sink.SetConsumer([&rules](const event::Event& e) { rules->OnEvent(e); });
+      // Events written out want everything; rules alone need only theirs.
+      if (f.events_out.empty()) options.trapped = rules->Trapped();
+    } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
+      log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
+    } else {
+      std::cerr << "sidetrace-agent: " << r.status().message() << "\n";
+      return 2;
+    }
+  }
+#endif
   agent::Tracer tracer(std::move(options));
   return tracer.Run();
 }

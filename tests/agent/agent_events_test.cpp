@@ -237,3 +237,29 @@ TEST_CASE("agent_connect: outbound connections with exact results") {
   CHECK(conns[0].count("evt.arg.res") == 0);
   CHECK(conns[0]["fd.name"].get<std::string>().find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
 }
+
+TEST_CASE("agent_rules: the bundled policies alert on a sensitive file read") {
+  TempDir dir;
+  Child help = Start(dir, {AgentPath(), "--help"});
+  REQUIRE(help.Wait());
+  if (help.Out().find("--rules") == std::string::npos) {
+    WARN("agent built without common/rules; skipped");
+    return;
+  }
+  std::string alerts = dir / "alerts.json";
+  Child c = RunAgent(dir, {"--resolve", "off", "--alerts-out", alerts}, {"sh", "-c", "cat /etc/shadow >/dev/null; cat /etc/hostname >/dev/null"});
+  CHECK(c.ExitCode() == 0);
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() >= 1);
+  bool shadow = false;
+  for (auto& a : lines) {
+    if (a["output_fields"].value("fd.name", "") == "/etc/shadow") shadow = true;
+    CHECK(a["output_fields"].value("fd.name", "") != "/etc/hostname");
+  }
+  CHECK(shadow);
+  // A failed open of a sensitive file is not a read.
+  Child d = RunAgent(dir, {"--resolve", "off", "--alerts-out", dir / "alerts2.json"},
+                     {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", "/etc/shadow"});
+  CHECK(d.ExitCode() == 1);
+  CHECK(ReadFile(dir / "alerts2.json").find("/etc/shadow") == std::string::npos);
+}

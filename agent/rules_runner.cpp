@@ -1,0 +1,105 @@
+#include "agent/rules_runner.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "agent/procfs.h"
+#include "common/util/log.h"
+
+namespace sidetrace::agent {
+namespace {
+
+bool IsDir(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string BundledPolicies() {
+  std::string exe;
+  if (Readlink("/proc/self/exe", &exe)) {
+    std::string dir = exe.substr(0, exe.rfind('/'));
+    for (const char* rel : {"/../policies", "/../share/sidetrace/policies", "/../../policies"}) {
+      if (IsDir(dir + rel)) return NormalizePath(dir + rel);
+    }
+  }
+#ifdef SIDETRACE_SOURCE_POLICIES
+  if (IsDir(SIDETRACE_SOURCE_POLICIES)) return SIDETRACE_SOURCE_POLICIES;
+#endif
+  return "";
+}
+
+}  // namespace
+
+RulesRunner::~RulesRunner() {
+  if (owns_fd_) close(fd_);
+}
+
+Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options) {
+  rules::LoadOptions lo;
+  if (!rules::ParsePriority(options.min_priority, &lo.min_priority)) {
+    return Status::InvalidArgument(fmt::format("--min-priority: unknown priority '{}'", options.min_priority));
+  }
+  if (!rules::ParseResolveMode(options.resolve, &lo.resolve)) {
+    return Status::InvalidArgument(fmt::format("--resolve: expected dns, hosts or off, got '{}'", options.resolve));
+  }
+  std::vector<std::string> paths = options.paths;
+  if (paths.empty()) {
+    std::string bundled = BundledPolicies();
+    if (bundled.empty()) return Status::NotFound("no --rules given and no bundled policies/ folder found");
+    paths.push_back(bundled);
+  }
+  rules::LoadReport report;
+  auto engine = rules::Engine::LoadFiles(paths, lo, &report);
+  for (const auto& w : report.warnings) log::Warn("rules warning", "detail={}", log::Quote(w.ToString()));
+  if (!engine.ok()) {
+    std::string first = report.errors.empty() ? engine.status().message() : report.errors.front().ToString();
+    return Status::InvalidArgument(fmt::format("cannot load rules: {}", first));
+  }
+  std::unique_ptr<RulesRunner> r(new RulesRunner());
+  r->engine_ = std::move(engine).value();
+  if (options.alerts_out == "-") {
+    r->fd_ = STDERR_FILENO;
+  } else {
+    r->fd_ = open(options.alerts_out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (r->fd_ < 0) return Status::IoError(fmt::format("--alerts-out {}: {}", options.alerts_out, strerror(errno)));
+    r->owns_fd_ = true;
+  }
+  log::Info("rules loaded", "rules={} skipped={} paths={}", r->engine_->rules().size(), report.rules_skipped.size(),
+            log::Quote(fmt::format("{}", fmt::join(paths, ","))));
+  return r;
+}
+
+SysSet RulesRunner::Trapped() const {
+  SysSet set;
+  auto types = engine_->EventTypes();
+  for (size_t i = 0; i < event::kEventTypeCount; ++i) {
+    if (!types.test(i)) continue;
+    for (Sys s : SysForEvent(static_cast<event::EventType>(i))) set.Add(s);
+  }
+  for (Sys s : BookkeepingSys()) set.Add(s);
+  return set;
+}
+
+void RulesRunner::OnEvent(const event::Event& e) {
+  engine_->Evaluate(e, [&](const rules::Rule& rule) {
+    ++alerts_;
+    line_ = engine_->MakeAlert(rule, e).ToJson().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    line_.push_back('\n');
+    size_t off = 0;
+    while (off < line_.size()) {
+      ssize_t n = write(fd_, line_.data() + off, line_.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  });
+}
+
+}  // namespace sidetrace::agent
