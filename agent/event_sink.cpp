@@ -34,7 +34,11 @@ Status EventSink::OpenOutput(const std::string& path) {
 
 void EventSink::Emit(event::Event& e) {
   e.num = ++num_;
-  e.container = container_;
+  if (container_source_ && container_source_->version() != container_version_) {
+    container_version_ = container_source_->version();
+    container_ = container_source_->Get();
+  }
+  e.container = container_.get();
   if (fd_ >= 0) {
     if (buf_.size() > kMaxBuffered) {
       ++dropped_;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 
+#include "common/ecs/metadata_fetcher.h"
 #include "common/event/event.h"
 #include "common/util/status.h"
 
@@ -28,8 +29,10 @@ class EventSink {
   Status OpenOutput(const std::string& path);
   // Called for every event after it is written (the rules engine).
   void SetConsumer(std::function<void(const event::Event&)> consumer) { consumer_ = std::move(consumer); }
-  // The container every event points at (may be null).
-  void SetContainer(const event::ContainerInfo* c) { container_ = c; }
+  // Where the container every event points at comes from (may be null). The
+  // sink takes a new snapshot whenever the source publishes one (ECS task
+  // metadata arrives in the background after the workload started).
+  void SetContainerSource(const ecs::SharedContainerInfo* source) { container_source_ = source; }
 
   // True when anything looks at events: building one is then worth it.
   bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
@@ -45,7 +48,9 @@ class EventSink {
   std::string buf_;
   uint64_t num_ = 0;
   uint64_t dropped_ = 0;
-  const event::ContainerInfo* container_ = nullptr;
+  const ecs::SharedContainerInfo* container_source_ = nullptr;
+  uint64_t container_version_ = 0;
+  std::shared_ptr<const event::ContainerInfo> container_;
   std::function<void(const event::Event&)> consumer_;
 };
 

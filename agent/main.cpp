@@ -7,16 +7,20 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "agent/event_sink.h"
-#include "agent/tracer.h"
-#ifdef SIDETRACE_HAVE_RULES
 #include "agent/rules_runner.h"
-#endif
+#include "agent/tracer.h"
+#include "common/ecs/metadata_fetcher.h"
+#include "common/link/agent_link.h"
 #include "common/util/log.h"
 
 namespace po = boost::program_options;
@@ -34,7 +38,38 @@ struct Flags {
   bool fail_closed = false;
   std::vector<std::string> rules;
   std::string alerts_out = "-", min_priority = "debug", resolve = "hosts";
+  std::string orchestrator, access_key, ca_file;
+  size_t queue_max = 10000;
+  double flush_timeout = 2.0;
+  bool tls = false;
 };
+
+// Runs `fn` with every signal blocked, so that threads it starts never take
+// the signals the tracer reads from its signalfd (SIGCHLD above all).
+template <typename Fn>
+auto WithSignalsBlocked(Fn fn) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  auto result = fn();
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return result;
+}
+
+// What the orchestrator is told about this agent in its hello.
+nlohmann::json ContainerMetadata(const event::ContainerInfo& c) {
+  nlohmann::json m = nlohmann::json::object();
+  auto put = [&m](const char* key, const std::string& value) {
+    if (!value.empty()) m[key] = value;
+  };
+  put("container.id", c.id);
+  put("container.name", c.name);
+  put("container.image", c.image);
+  put("container.image.repository", c.image_repository);
+  put("container.image.tag", c.image_tag);
+  for (const auto& [k, v] : c.extra) put(k.c_str(), v);
+  return m;
+}
 
 // Splits argv at "--"; without it, the program starts at the first word that
 // is not an option.
@@ -51,6 +86,21 @@ void SplitArgs(int argc, char** argv, std::vector<std::string>* opts, std::vecto
   else i = argc;
   opts->assign(argv + 1, argv + i);
   prog->assign(argv + i, argv + argc);
+}
+
+// The agent's record for the orchestrator and the backend: events seen (in
+// all and per type), alerts raised, and everything dropped on the way (event
+// lines the output could not take, alerts the link's queue overflowed).
+nlohmann::json EventStats(const agent::EventSink& sink, const std::array<uint64_t, event::kEventTypeCount>& seen,
+                          const agent::RulesRunner* rules, const link::AgentLink& link) {
+  nlohmann::json per_type = nlohmann::json::object();
+  for (size_t i = 0; i < seen.size(); ++i) {
+    if (seen[i]) per_type[std::string(event::EventTypeName(static_cast<event::EventType>(i)))] = seen[i];
+  }
+  return {{"events_seen", sink.emitted()},
+          {"events_by_type", std::move(per_type)},
+          {"alerts", rules ? rules->alerts() : 0},
+          {"drops", sink.dropped() + link.counters().dropped}};
 }
 
 }  // namespace
@@ -70,15 +120,20 @@ int main(int argc, char** argv) {
        "on: perform opens and non-blocking connects for the workload to learn exact results; off: never")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
-#ifdef SIDETRACE_HAVE_RULES
   desc.add_options()
       ("rules", po::value(&f.rules)->composing(),
        "Falco rules file or folder (repeatable; default: the bundled policies/ folder)")
       ("alerts-out", po::value(&f.alerts_out)->default_value("-"), "write alerts as Falco JSON lines to PATH ('-': stderr)")
       ("min-priority", po::value(&f.min_priority)->default_value("debug"), "disable rules less severe than this")
       ("resolve", po::value(&f.resolve)->default_value("hosts"),
-       "how fd.sip.name resolves rule domain lists: hosts (/etc/hosts only), dns (blocks start-up while resolving) or off");
-#endif
+       "how fd.sip.name resolves rule domain lists: hosts (/etc/hosts only), dns (blocks start-up while resolving) or off")
+      ("orchestrator", po::value(&f.orchestrator), "send alerts to sidetrace-orchestrator at HOST:PORT (port 6667 by default)")
+      ("access-key", po::value(&f.access_key), "access key for the orchestrator (prefer SIDETRACE_ACCESS_KEY; never logged)")
+      ("queue-max", po::value(&f.queue_max)->default_value(10000), "alerts kept until the orchestrator acks them; overflow drops the oldest")
+      ("flush-timeout", po::value(&f.flush_timeout)->default_value(2.0),
+       "seconds to wait for unacked alerts when the workload has exited")
+      ("tls", po::value(&f.tls)->implicit_value(true)->zero_tokens(), "TLS to the orchestrator")
+      ("ca-file", po::value(&f.ca_file), "CA bundle that verifies the orchestrator (TLS; default: system trust store)");
   std::vector<std::string> opts, prog;
   SplitArgs(argc, argv, &opts, &prog);
   po::variables_map vm;
@@ -141,31 +196,82 @@ int main(int argc, char** argv) {
     }
   }
   options.sink = &sink;
-#ifdef SIDETRACE_HAVE_RULES
+  if (f.flush_timeout < 0 || f.flush_timeout > 3600) {
+    std::cerr << "sidetrace-agent: --flush-timeout: expected 0 to 3600 seconds\n";
+    return 2;
+  }
+  // The key is the agent's secret, not the workload's: it is not passed on.
+  unsetenv("SIDETRACE_ACCESS_KEY");
+
+  // Container details: from the environment now, from ECS task metadata in
+  // the background (never delaying the workload).
+  ecs::SharedContainerInfo container;
+  auto metadata = WithSignalsBlocked([&container] { return ecs::StartContainerMetadata(&container); });
+  sink.SetContainerSource(&container);
+
   std::unique_ptr<agent::RulesRunner> rules;
-  {
-    agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
-    // The engine may start threads (name resolution); they must not take
-    // the signals the tracer reads from its signalfd (SIGCHLD above all),
-    // so they start with every signal blocked.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    auto r = agent::RulesRunner::Create(ro);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (r.ok()) {
-      rules = std::move(r).value();
-      sink.SetConsumer([&rules](const event::Event& e) { rules->OnEvent(e); });
-      // Events written out want everything; rules alone need only theirs.
-      if (f.events_out.empty()) options.trapped = rules->Trapped();
-    } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
-      log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
-    } else {
-      std::cerr << "sidetrace-agent: " << r.status().message() << "\n";
+  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
+  auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
+  if (r.ok()) {
+    rules = std::move(r).value();
+    // Events written out want everything; rules alone need only theirs,
+    // unless the orchestrator may push rules that need more.
+    if (f.events_out.empty() && f.orchestrator.empty()) options.trapped = rules->Trapped();
+  } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
+    log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
+  } else {
+    std::cerr << "sidetrace-agent: " << r.status().message() << "\n";
+    return 2;
+  }
+
+  std::unique_ptr<link::AgentLink> orchestrator;
+  if (!f.orchestrator.empty()) {
+    link::AgentLink::Options lo;
+    lo.orchestrator = f.orchestrator;
+    lo.access_key = f.access_key;
+    lo.queue_max = f.queue_max;
+    lo.tls = f.tls;
+    lo.ca_file = f.ca_file;
+    lo.metadata = ContainerMetadata(*container.Get());
+    orchestrator = std::make_unique<link::AgentLink>(std::move(lo));
+    if (rules) {
+      agent::RulesRunner* runner = rules.get();
+      orchestrator->SetPolicyCallback([runner](std::vector<link::Policy> policies) {
+        std::vector<rules::RuleSource> sources;
+        for (auto& p : policies) sources.push_back({std::move(p.name), std::move(p.yaml)});
+        runner->OfferPolicies(sources);
+      });
+      rules->SetAlertForwarder([link = orchestrator.get()](nlohmann::json alert) { link->SubmitAlert(std::move(alert)); });
+    }
+    if (Status s = WithSignalsBlocked([&] { return orchestrator->Start(); }); !s.ok()) {
+      std::cerr << "sidetrace-agent: " << s.message() << "\n";
       return 2;
     }
   }
-#endif
+
+  // Per-type event counts travel to the orchestrator in the stats frames.
+  std::array<uint64_t, event::kEventTypeCount> seen{};
+  if (rules || orchestrator) {
+    sink.SetConsumer([&](const event::Event& e) {
+      if (rules) rules->OnEvent(e);
+      if (!orchestrator) return;
+      ++seen[static_cast<size_t>(e.type)];
+      if ((sink.emitted() & 1023) == 0) orchestrator->UpdateStats(EventStats(sink, seen, rules.get(), *orchestrator));
+    });
+  }
+
   agent::Tracer tracer(std::move(options));
-  return tracer.Run();
+  int status = tracer.Run();
+  if (orchestrator) {
+    orchestrator->UpdateStats(EventStats(sink, seen, rules.get(), *orchestrator));
+    auto timeout = std::chrono::milliseconds(static_cast<int64_t>(f.flush_timeout * 1000));
+    if (!orchestrator->Flush(timeout)) {
+      auto c = orchestrator->counters();
+      log::Warn("exiting with alerts not acknowledged by the orchestrator", "unacked={} dropped={}", c.queued,
+                c.dropped);
+    }
+    orchestrator->Stop();
+  }
+  if (metadata) metadata->Stop();
+  return status;
 }

@@ -63,6 +63,7 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
     return Status::InvalidArgument(fmt::format("cannot load rules: {}", first));
   }
   std::unique_ptr<RulesRunner> r(new RulesRunner());
+  r->load_options_ = lo;
   r->engine_ = std::move(engine).value();
   if (options.alerts_out == "-") {
     r->fd_ = STDERR_FILENO;
@@ -88,18 +89,43 @@ SysSet RulesRunner::Trapped() const {
 }
 
 void RulesRunner::OnEvent(const event::Event& e) {
+  if (pending_ready_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    engine_ = std::move(pending_);
+    pending_ready_.store(false, std::memory_order_relaxed);
+    log::Info("policies applied", "rules={}", engine_->rules().size());
+  }
   engine_->Evaluate(e, [&](const rules::Rule& rule) {
     ++alerts_;
-    line_ = engine_->MakeAlert(rule, e).ToJson().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    line_.push_back('\n');
-    size_t off = 0;
-    while (off < line_.size()) {
-      ssize_t n = write(fd_, line_.data() + off, line_.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
+    nlohmann::json alert = engine_->MakeAlert(rule, e).ToJson();
+    WriteAlert(alert);
+    if (forward_) forward_(std::move(alert));
   });
+}
+
+void RulesRunner::WriteAlert(const nlohmann::json& alert) {
+  line_ = alert.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  line_.push_back('\n');
+  size_t off = 0;
+  while (off < line_.size()) {
+    ssize_t n = write(fd_, line_.data() + off, line_.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+}
+
+void RulesRunner::OfferPolicies(const std::vector<rules::RuleSource>& sources) {
+  rules::LoadReport report;
+  auto engine = rules::Engine::LoadSources(sources, load_options_, &report);
+  if (!engine.ok()) {
+    std::string first = report.errors.empty() ? engine.status().message() : report.errors.front().ToString();
+    log::Error("pushed policies rejected, keeping the running rules", "reason={}", log::Quote(first));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  pending_ = std::move(engine).value();
+  pending_ready_.store(true, std::memory_order_release);
 }
 
 }  // namespace sidetrace::agent

@@ -5,11 +5,20 @@
 // Default rules: the bundled policies/ folder, looked up next to the binary
 // (<bin>/../policies, <bin>/../share/sidetrace/policies) and then in the
 // source tree the binary was built from.
-// Thread-safety: none; used by the tracer thread only.
+// Policies pushed by the orchestrator replace the loaded ones without
+// restarting the workload: OfferPolicies compiles them on the caller's thread
+// (the link's), and the tracer thread switches engines before its next event.
+// Thread-safety: OfferPolicies may be called from any thread; everything
+// else belongs to the tracer thread.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,12 +44,26 @@ class RulesRunner {
   SysSet Trapped() const;
   void OnEvent(const event::Event& e);
 
+  // Every alert also goes to `forward` (the orchestrator link), on the tracer
+  // thread. REQUIRES: before the first event.
+  void SetAlertForwarder(std::function<void(nlohmann::json)> forward) { forward_ = std::move(forward); }
+  // Compiles `sources` and has the tracer switch to them. A set that does not
+  // load is logged and ignored: the running rules stay.
+  void OfferPolicies(const std::vector<rules::RuleSource>& sources);
+
   size_t rules_loaded() const { return engine_->rules().size(); }
   uint64_t alerts() const { return alerts_; }
 
  private:
   RulesRunner() = default;
+  void WriteAlert(const nlohmann::json& alert);
+
+  rules::LoadOptions load_options_;
   std::unique_ptr<rules::Engine> engine_;
+  std::function<void(nlohmann::json)> forward_;
+  std::mutex pending_mu_;
+  std::unique_ptr<rules::Engine> pending_;  // GUARDED_BY(pending_mu_)
+  std::atomic<bool> pending_ready_{false};  // pending_ holds an engine
   int fd_ = -1;
   bool owns_fd_ = false;
   uint64_t alerts_ = 0;
