@@ -34,6 +34,11 @@ Status EventSink::OpenOutput(const std::string& path) {
 
 void EventSink::Emit(event::Event& e) {
   e.num = ++num_;
+  if (source_ != nullptr && source_->version() != source_version_) {
+    source_version_ = source_->version();
+    snapshots_.push_back(source_->Get());
+    container_ = snapshots_.back().get();
+  }
   e.container = container_;
   if (fd_ >= 0) {
     if (buf_.size() > kMaxBuffered) {

@@ -12,6 +12,10 @@
 #include <functional>
 #include <string>
 
+#include <memory>
+#include <vector>
+
+#include "common/ecs/metadata_fetcher.h"
 #include "common/event/event.h"
 #include "common/util/status.h"
 
@@ -30,6 +34,12 @@ class EventSink {
   void SetConsumer(std::function<void(const event::Event&)> consumer) { consumer_ = std::move(consumer); }
   // The container every event points at (may be null).
   void SetContainer(const event::ContainerInfo* c) { container_ = c; }
+  // Follows `source`, which another thread updates (ECS metadata arrives
+  // after the workload started): each Emit takes the newest ContainerInfo
+  // when source->version() changed. Snapshots are kept alive for the
+  // sink's lifetime (one per publish, two in practice), so events and
+  // alerts that point at an older one stay valid.
+  void SetContainerSource(const ecs::SharedContainerInfo* source) { source_ = source; }
 
   // True when anything looks at events: building one is then worth it.
   bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
@@ -46,6 +56,9 @@ class EventSink {
   uint64_t num_ = 0;
   uint64_t dropped_ = 0;
   const event::ContainerInfo* container_ = nullptr;
+  const ecs::SharedContainerInfo* source_ = nullptr;
+  uint64_t source_version_ = 0;
+  std::vector<std::shared_ptr<const event::ContainerInfo>> snapshots_;
   std::function<void(const event::Event&)> consumer_;
 };
 

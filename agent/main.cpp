@@ -12,6 +12,7 @@
 
 #include "agent/event_sink.h"
 #include "agent/tracer.h"
+#include "common/ecs/metadata_fetcher.h"
 #include "common/util/log.h"
 
 namespace po = boost::program_options;
@@ -124,7 +125,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Container fields: from cgroups and HOSTNAME now, from the ECS task
+  // metadata endpoint in the background (never delaying the workload).
+  ecs::SharedContainerInfo container;
+  std::unique_ptr<ecs::MetadataFetcher> metadata = ecs::StartContainerMetadata(&container);
+  sink.SetContainerSource(&container);
   options.sink = &sink;
   agent::Tracer tracer(std::move(options));
-  return tracer.Run();
+  int status = tracer.Run();
+  metadata.reset();  // cancels a GET in progress and joins at once
+  return status;
 }
