@@ -1,6 +1,7 @@
 #include "common/event/event_json.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -200,6 +201,13 @@ void AppendEventJson(const Event& e, std::string* out) {
     if (e.fd.open_flags || e.fd.typechar == 'f' || e.fd.typechar == 'd') {
       w.Uint("fd.open_flags", e.fd.open_flags);
     }
+    if (e.type == EventType::kOpen || e.type == EventType::kOpenat || e.type == EventType::kOpenat2 ||
+        e.type == EventType::kCreat) {
+      // Falco's evt.is_open_read / evt.is_open_write, from the open flags.
+      uint32_t acc = e.fd.open_flags & O_ACCMODE;
+      w.Bool("evt.is_open_read", acc == O_RDONLY || acc == O_RDWR);
+      w.Bool("evt.is_open_write", acc == O_WRONLY || acc == O_RDWR);
+    }
     if (e.fd.l4proto) w.Str("fd.l4proto", L4Name(e.fd.l4proto));
     if (!e.fd.local.empty()) {
       w.Str("fd.lip", e.fd.local.IpString());
@@ -290,11 +298,18 @@ Result<ReplayedEvent> EventFromJson(const nlohmann::json& o) {
     else if (l4 == "udp") e.fd.l4proto = IPPROTO_UDP;
     else if (l4 == "icmp") e.fd.l4proto = IPPROTO_ICMP;
     else if (!l4.empty()) return Status::InvalidArgument(fmt::format("fd.l4proto: unknown protocol '{}'", l4));
-    if (!lip.empty() && !ParseAddress(lip, &e.fd.local)) {
-      return Status::InvalidArgument(fmt::format("fd.lip: not an IP address '{}'", lip));
-    }
-    if (!rip.empty() && !ParseAddress(rip, &e.fd.remote)) {
-      return Status::InvalidArgument(fmt::format("fd.rip: not an IP address '{}'", rip));
+    // Unix sockets carry their path where IP sockets carry the address (the
+    // writer prints SocketAddress::IpString(), which is the path for them).
+    if (e.fd.typechar == 'u') {
+      if (!lip.empty()) e.fd.local = SocketAddress{AF_UNIX, {}, 0, lip};
+      if (!rip.empty()) e.fd.remote = SocketAddress{AF_UNIX, {}, 0, rip};
+    } else {
+      if (!lip.empty() && !ParseAddress(lip, &e.fd.local)) {
+        return Status::InvalidArgument(fmt::format("fd.lip: not an IP address '{}'", lip));
+      }
+      if (!rip.empty() && !ParseAddress(rip, &e.fd.remote)) {
+        return Status::InvalidArgument(fmt::format("fd.rip: not an IP address '{}'", rip));
+      }
     }
   }
 
