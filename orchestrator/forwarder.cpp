@@ -71,6 +71,9 @@ struct BackendClient::Impl {
     beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
     ec = Run([&](auto handler) { beast::get_lowest_layer(*stream).async_connect(endpoints, handler); });
     if (ec) return Status::Unavailable(fmt::format("connect {}:{}: {}", host, port, ec.message()));
+    // Beast writes a request's header and body separately: with Nagle on,
+    // the body waits for the delayed ACK of the header (40 ms per batch).
+    beast::get_lowest_layer(*stream).socket().set_option(tcp::no_delay(true), ec);
     beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
     ec = Run([&](auto handler) { stream->async_handshake(ssl::stream_base::client, handler); });
     if (ec) {

@@ -93,6 +93,7 @@ nlohmann::json Stats() {
 
 void Serve(tcp::socket socket, ssl::context& ctx) {
   beast::error_code ec;
+  socket.set_option(tcp::no_delay(true), ec);
   beast::ssl_stream<tcp::socket> stream(std::move(socket), ctx);
   stream.handshake(ssl::stream_base::server, ec);
   if (ec) return;
