@@ -298,11 +298,18 @@ Result<ReplayedEvent> EventFromJson(const nlohmann::json& o) {
     else if (l4 == "udp") e.fd.l4proto = IPPROTO_UDP;
     else if (l4 == "icmp") e.fd.l4proto = IPPROTO_ICMP;
     else if (!l4.empty()) return Status::InvalidArgument(fmt::format("fd.l4proto: unknown protocol '{}'", l4));
-    if (!lip.empty() && !ParseAddress(lip, &e.fd.local)) {
-      return Status::InvalidArgument(fmt::format("fd.lip: not an IP address '{}'", lip));
-    }
-    if (!rip.empty() && !ParseAddress(rip, &e.fd.remote)) {
-      return Status::InvalidArgument(fmt::format("fd.rip: not an IP address '{}'", rip));
+    // Unix sockets carry their path where IP sockets carry the address (the
+    // writer prints SocketAddress::IpString(), which is the path for them).
+    if (e.fd.typechar == 'u') {
+      if (!lip.empty()) e.fd.local = SocketAddress{AF_UNIX, {}, 0, lip};
+      if (!rip.empty()) e.fd.remote = SocketAddress{AF_UNIX, {}, 0, rip};
+    } else {
+      if (!lip.empty() && !ParseAddress(lip, &e.fd.local)) {
+        return Status::InvalidArgument(fmt::format("fd.lip: not an IP address '{}'", lip));
+      }
+      if (!rip.empty() && !ParseAddress(rip, &e.fd.remote)) {
+        return Status::InvalidArgument(fmt::format("fd.rip: not an IP address '{}'", rip));
+      }
     }
   }
 

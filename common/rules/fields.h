@@ -1,0 +1,114 @@
+// The fields a condition or an output may name, and their extraction from an
+// Event without allocating.
+//
+// Fields are declared in one table (name, type, flags, description), as
+// libsinsp does; FindField() resolves a name written in a rule, and
+// ExtractField() reads the value for one event. Values are views into the
+// event, into static text, or into a caller-provided scratch string, valid
+// until the scratch is reused or the event changes.
+//
+// Missing values (no fd for this event, no parent, an address not resolved)
+// are "<NA>": ExtractField returns false, and every comparison on them is
+// false, as in Falco.
+// Thread-safety: the table is immutable; extraction touches only its
+// arguments.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/event/event.h"
+
+namespace sidetrace::rules {
+
+class ResolvedNames;
+
+enum class FieldType : uint8_t {
+  kString,
+  kInt,      // signed or unsigned integer (ports, pids, uids, times)
+  kBool,
+  kIp,       // one address (fd.sip); compared against addresses or CIDRs
+  kIpNet,    // fd.net: matches when either end is inside
+};
+
+enum class FieldId : uint16_t {
+  kEvtType, kEvtNum, kEvtTime, kEvtDir, kEvtRes, kEvtRawres, kEvtFailed, kEvtIsOpenRead,
+  kEvtIsOpenWrite, kEvtArg, kEvtArgs,
+  kFdName, kFdNameraw, kFdDirectory, kFdFilename, kFdNum, kFdType, kFdTypechar, kFdSip, kFdSport,
+  kFdSipName, kFdCip, kFdCport, kFdCipName, kFdLip, kFdLport, kFdRip, kFdRport, kFdRipName, kFdL4proto,
+  kFdNet, kFdSnet, kFdCnet, kFdLnet, kFdRnet, kFdConnected,
+  kProcName, kProcPname, kProcAname, kProcApid, kProcArgs, kProcCmdline, kProcPcmdline, kProcExeline,
+  kProcExe, kProcExepath, kProcPexe, kProcPexepath, kProcAexe, kProcAexepath, kProcCwd, kProcTty,
+  kProcPid, kProcPpid, kProcVpid, kProcSid, kProcDuration, kProcIsExeFromMemfd,
+  kProcIsExeUpperLayer, kProcEnv,
+  kThreadTid, kThreadCapEffective,
+  kUserUid, kUserName, kUserLoginuid, kGroupGid, kGroupName,
+  kContainerId, kContainerName, kContainerImage, kContainerImageRepository, kContainerImageTag,
+  kContainerPrivileged, kContainerExtra,
+};
+
+enum FieldFlags : uint32_t {
+  kArgAllowed = 1,    // name[arg] accepted
+  kArgRequired = 2,   // name alone is an error
+  kArgNumeric = 4,    // arg is an index (proc.aname[2])
+  kMultiValued = 8,   // without an arg the field holds several values (ancestors)
+  kNaIfEmpty = 16,    // an empty string prints as <NA> (unknown metadata)
+};
+
+struct FieldInfo {
+  std::string_view name;
+  FieldId id;
+  FieldType type;
+  uint32_t flags;
+  std::string_view desc;
+};
+
+// A field as written in a rule, resolved against the table.
+struct BoundField {
+  const FieldInfo* info = nullptr;
+  std::string arg;      // evt.arg.NAME / evt.arg[N] / proc.env[NAME] / container extra key
+  int index = -1;       // numeric argument, -1 when none
+  bool multi = false;   // iterate values (ancestors, names of an address)
+  FieldType type = FieldType::kString;  // after transformers
+};
+
+// Resolves `name` with optional `[arg]`; evt.arg.NAME and aws.* are
+// accepted. Returns false and fills *why when unknown or misused.
+bool BindField(std::string_view name, bool has_arg, std::string_view arg, BoundField* out, std::string* why);
+
+struct FieldValue {
+  enum class Kind : uint8_t { kNone, kStr, kInt, kBool, kAddr };
+  Kind kind = Kind::kNone;
+  std::string_view str;
+  int64_t num = 0;
+  const event::SocketAddress* addr = nullptr;
+};
+
+class Resolver;
+
+struct ExtractContext {
+  const event::Event* event = nullptr;
+  const Resolver* resolver = nullptr;  // for fd.*.name; may be null
+  // The resolver's table, taken on first use for this event (most events
+  // never need it, and taking it locks a mutex).
+  mutable std::shared_ptr<const ResolvedNames> names;
+  const ResolvedNames* Names() const;
+};
+
+// Extracts value number `k` (0 for single-valued fields; ancestors and
+// address names count up until false). Returns false when there is no such
+// value (<NA>). `scratch` receives text that does not exist in the event.
+bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out);
+
+// Renders a value as Falco prints it; appends to *out.
+void AppendValueText(const FieldValue& v, std::string* out);
+
+// Falco's name of an errno ("EINPROGRESS"), or the number as text.
+std::string_view ErrnoName(int err);
+
+// Every field, for documentation and `sidetrace-rules list`.
+const FieldInfo* AllFields(size_t* count);
+
+}  // namespace sidetrace::rules
