@@ -1,6 +1,7 @@
 #include "common/event/event_json.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -199,6 +200,13 @@ void AppendEventJson(const Event& e, std::string* out) {
     w.Str("fd.name", e.fd.name);
     if (e.fd.open_flags || e.fd.typechar == 'f' || e.fd.typechar == 'd') {
       w.Uint("fd.open_flags", e.fd.open_flags);
+    }
+    if (e.type == EventType::kOpen || e.type == EventType::kOpenat || e.type == EventType::kOpenat2 ||
+        e.type == EventType::kCreat) {
+      // Falco's evt.is_open_read / evt.is_open_write, from the open flags.
+      uint32_t acc = e.fd.open_flags & O_ACCMODE;
+      w.Bool("evt.is_open_read", acc == O_RDONLY || acc == O_RDWR);
+      w.Bool("evt.is_open_write", acc == O_WRONLY || acc == O_RDWR);
     }
     if (e.fd.l4proto) w.Str("fd.l4proto", L4Name(e.fd.l4proto));
     if (!e.fd.local.empty()) {

@@ -1,0 +1,52 @@
+// EventSink: where captured events go. Numbers each event (evt.num), writes
+// it as a JSON line to --events-out when set, and hands it to the consumer
+// (the rules engine) when one is attached.
+//
+// Writes are buffered and flushed by the tracer before it blocks, so a line
+// is out within one loop iteration; a full or failing output drops lines and
+// counts them rather than stalling the workload.
+// Thread-safety: none; used by the tracer thread only.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "common/event/event.h"
+#include "common/util/status.h"
+
+namespace sidetrace::agent {
+
+class EventSink {
+ public:
+  EventSink() = default;
+  ~EventSink();
+  EventSink(const EventSink&) = delete;
+  EventSink& operator=(const EventSink&) = delete;
+
+  // "-" writes to stderr, anything else is a file created or truncated.
+  Status OpenOutput(const std::string& path);
+  // Called for every event after it is written (the rules engine).
+  void SetConsumer(std::function<void(const event::Event&)> consumer) { consumer_ = std::move(consumer); }
+  // The container every event points at (may be null).
+  void SetContainer(const event::ContainerInfo* c) { container_ = c; }
+
+  // True when anything looks at events: building one is then worth it.
+  bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
+  void Emit(event::Event& e);
+  void Flush();
+
+  uint64_t emitted() const { return num_; }
+  uint64_t dropped() const { return dropped_; }
+
+ private:
+  int fd_ = -1;
+  bool owns_fd_ = false;
+  std::string buf_;
+  uint64_t num_ = 0;
+  uint64_t dropped_ = 0;
+  const event::ContainerInfo* container_ = nullptr;
+  std::function<void(const event::Event&)> consumer_;
+};
+
+}  // namespace sidetrace::agent

@@ -1,0 +1,85 @@
+// ProcessTable: every traced thread and thread group, as the tracer learns
+// them from ptrace events (fork, clone, exec, exit) and seccomp
+// notifications.
+//
+// A Proc is one thread group: its Falco-facing ProcessInfo (shared with the
+// events that point at it and with its children's `parent` links), the
+// per-process fd table, a pidfd (for pidfd_getfd), and a credential cache used
+// to decide whether the agent may open files on the process's behalf.
+// Threads map to their Proc. Entries appear lazily when a thread is first
+// seen before its creation event (a new thread can trap before its parent's
+// clone event is read), built from /proc.
+// Thread-safety: none; owned and used by the tracer thread only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/procfs.h"
+#include "common/event/event.h"
+
+namespace sidetrace::agent {
+
+struct Proc {
+  std::shared_ptr<event::ProcessInfo> info;
+  int pidfd = -1;  // owned; -1 until first needed
+  // Credentials and umask as last read from /proc; stale after a
+  // set*id/capset/umask/chroot/exec, which clear creds_valid.
+  bool creds_valid = false;
+  ProcStatus creds;
+  bool same_root = true;   // the process's root is the agent's root
+  bool cwd_valid = false;  // info->cwd is current
+  // Open fds the agent learnt of (inherited at start, opened, connected).
+  // Close and dup are not trapped: an entry may be stale, and its name is
+  // checked against /proc/PID/fd before use.
+  std::unordered_map<int, event::FdInfo> fds;
+  std::vector<pid_t> threads;
+
+  ~Proc();
+};
+
+class ProcessTable {
+ public:
+  ProcessTable() = default;
+  ProcessTable(const ProcessTable&) = delete;
+  ProcessTable& operator=(const ProcessTable&) = delete;
+
+  // The process `tid` belongs to, creating entries from /proc when unknown.
+  // nullptr when the thread is gone.
+  Proc* ByTid(pid_t tid);
+  // A new thread group `pid` forked from `parent` (may be null): inherits the
+  // parent's identity, cwd and fds, as fork does.
+  Proc* AddProcess(pid_t pid, Proc* parent);
+  // A new thread `tid` in `proc`.
+  void AddThread(pid_t tid, Proc* proc);
+  // Thread `tid` exited. Returns the Proc (still alive until the returned
+  // pointer is dropped) when this was its last thread.
+  std::shared_ptr<Proc> RemoveThread(pid_t tid);
+  // `pid` completed an exec: its other threads are gone and its identity is
+  // re-read from /proc.
+  Proc* Exec(pid_t pid);
+  // Re-reads exe, comm, argv, cwd and credentials from /proc.
+  static void Refresh(pid_t pid, Proc* proc);
+  // Re-reads the fd table from /proc/PID/fd (inherited fds at start).
+  static void LoadFds(pid_t pid, Proc* proc);
+
+  size_t process_count() const { return procs_.size(); }
+  size_t thread_count() const { return threads_.size(); }
+
+ private:
+  std::unordered_map<pid_t, std::shared_ptr<Proc>> procs_;    // by tgid
+  std::unordered_map<pid_t, std::shared_ptr<Proc>> threads_;  // by tid
+};
+
+// Fills `fd` from what /proc says about `pid`'s descriptor `num`: name and
+// typechar (sockets get their addresses from pidfd_getfd when `pidfd` >= 0).
+bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd);
+
+// Wall-clock ns since the epoch.
+uint64_t NowNs();
+
+}  // namespace sidetrace::agent

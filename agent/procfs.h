@@ -1,0 +1,51 @@
+// Reading a traced process: its memory (process_vm_readv, bounded) and its
+// /proc entries (status, cmdline, exe, cwd, fd links).
+//
+// All functions are plain syscalls on behalf of the single tracer thread; they
+// never block on the tracee (process_vm_readv and /proc reads do not wait for
+// it to run). They fail with an errno-style code when the process is gone.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sidetrace::agent {
+
+// Reads a NUL-terminated string of at most `max` bytes at `addr` in `pid`,
+// page by page so that a string ending just before an unmapped page reads.
+// Returns 0, or -errno (-EFAULT for a bad pointer, -ENAMETOOLONG when no NUL
+// within max).
+int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out);
+// Reads exactly `len` bytes at `addr`; 0 or -errno.
+int ReadTraceeMemory(pid_t pid, uint64_t addr, void* buf, size_t len);
+
+// The fields of /proc/PID/status the agent uses.
+struct ProcStatus {
+  pid_t tgid = 0, ppid = 0;
+  uint32_t uid = 0, gid = 0;      // real
+  uint32_t euid = 0, egid = 0;    // effective
+  uint32_t fsuid = 0, fsgid = 0;  // filesystem
+  std::vector<uint32_t> groups;
+  uint64_t cap_eff = 0;
+  uint32_t umask = 022;
+  bool has_umask = false;
+};
+// Parses /proc/<tid>/status (tid may be a thread: /proc/<tid> works for both).
+bool ReadProcStatus(pid_t tid, ProcStatus* out);
+
+// readlink(2) into a string; false on failure.
+bool Readlink(const std::string& path, std::string* out);
+// Whole small file (at most `max` bytes); false on failure.
+bool ReadSmallFile(const std::string& path, size_t max, std::string* out);
+// argv from /proc/PID/cmdline.
+bool ReadCmdline(pid_t pid, std::vector<std::string>* argv);
+
+// Lexically normalises an absolute path: collapses "//", "." and "..".
+std::string NormalizePath(std::string_view path);
+// Joins `base` (absolute) and `path` (absolute or relative), normalised.
+std::string JoinPath(std::string_view base, std::string_view path);
+
+}  // namespace sidetrace::agent

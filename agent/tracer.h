@@ -1,0 +1,53 @@
+// Tracer: runs the workload as a traced child and is its init (PID-1 duties).
+// See the comment at the top of tracer.cpp for the mechanism.
+//
+// Usage: fill TracerOptions, construct, Run() once; Run returns the exit
+// code the agent must exit with (the workload's status, 128+N when killed by
+// signal N, 127/126 when the program cannot be found/executed).
+// Thread-safety: single-threaded; Run owns the calling thread, which must be
+// the process's only thread (ptrace and signal handling are per-thread).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/event_sink.h"
+#include "agent/syscalls.h"
+
+namespace sidetrace::agent {
+
+enum class TraceMode {
+  kAuto,     // seccomp user notification (synchronous wake-up when the kernel has it) + ptrace
+  kPtrace,   // ptrace only: process lifecycle events, no syscall trapping
+  kOff,      // no tracing: init duties only
+};
+
+struct TracerOptions {
+  std::vector<std::string> argv;   // PROGRAM ARGS..., looked up on PATH
+  TraceMode mode = TraceMode::kAuto;
+  bool fail_closed = false;        // exit non-zero instead of running untraced
+  bool emulate = true;             // emulate opens/connects for exact results
+  SysSet trapped = SysSet::All();  // syscalls sent to the agent
+  EventSink* sink = nullptr;       // not owned; outlives the Tracer
+};
+
+class Tracer {
+ public:
+  explicit Tracer(TracerOptions options);
+  ~Tracer();
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  int Run();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Exit code for a wait(2) status, as a shell computes it.
+int ExitCodeFromStatus(int status);
+
+}  // namespace sidetrace::agent

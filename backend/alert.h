@@ -1,0 +1,72 @@
+// Ingest batch parsing: turns the body of POST /api/v1/events:batch into
+// validated alerts and agent records, or a 400 reason.
+//
+// Body (JSON object):
+//   {"events": [<Falco alert>...],            required, may be empty
+//    "agent":  {"id": ..., <metadata>...},    optional, one agent
+//    "stats":  {...},                          optional, that agent's counters
+//    "agents": [{"id": ..., <metadata>..., "stats": {...}}]  optional, many}
+// A Falco alert: uuid, time (RFC 3339, ns), rule, priority, output,
+// output_fields (object), source, tags, hostname. Required: uuid (the dedupe
+// key), time, rule, priority (a Falco priority name), output_fields.
+// An alert names its agent with "agent_id" or output_fields["agent.id"];
+// with one agent record in the batch, alerts default to it.
+//
+// The whole batch is rejected on the first bad alert: the reason names the
+// index and field ("events[3].priority: unknown priority \"urgent\"").
+// Thread-safety: pure functions.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/util/status.h"
+
+namespace sidetrace::backend {
+
+// Falco priorities, most severe first (Falco's numbering: Emergency = 0).
+inline constexpr std::string_view kPriorityNames[] = {"Emergency", "Alert", "Critical", "Error",
+                                                      "Warning",   "Notice", "Informational", "Debug"};
+// Canonical index of a priority name (case-insensitive; "info" accepted), -1 if unknown.
+int PriorityIndex(std::string_view name);
+
+// Parses RFC 3339 ("2026-11-26T00:15:20.123456789Z", offsets allowed) to ns
+// since the epoch. False when malformed.
+bool ParseRfc3339(std::string_view text, int64_t* ns);
+// Formats ns since the epoch as RFC 3339 UTC with 9 fractional digits.
+std::string FormatRfc3339(int64_t ns);
+
+struct Alert {
+  std::string uuid, rule, priority, output, source, hostname;
+  int priority_index = 0;
+  int64_t time_ns = 0;
+  std::string container_id, task_arn, agent_id, container_name, image;
+  std::string json;  // the alert as Falco JSON (compact), stored and forwarded
+};
+
+struct AgentRecord {
+  std::string id, hostname, container_id, container_name, task_arn, cluster;
+  std::string metadata_json;  // the record without "stats"
+  std::string stats_json;     // "" when no stats were sent
+  int64_t events_seen = -1, alerts = -1, drops = -1;  // -1: not reported
+};
+
+struct Batch {
+  std::vector<Alert> alerts;
+  std::vector<AgentRecord> agents;
+};
+
+// Parses and validates a decompressed body.
+Result<Batch> ParseBatch(std::string_view body);
+
+// Decompresses `body` per Content-Encoding ("", "identity", "gzip",
+// "deflate", "zstd") into `out`, refusing to produce more than `max_bytes`
+// (kUnavailable then, mapped to 413). kInvalidArgument for corrupt data or
+// an unknown encoding.
+Status Decode(std::string_view encoding, std::string_view body, size_t max_bytes, std::string* out);
+
+}  // namespace sidetrace::backend

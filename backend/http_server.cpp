@@ -1,0 +1,321 @@
+#include "backend/http_server.h"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <deque>
+
+#include "common/util/log.h"
+
+namespace sidetrace::backend {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kHeaderLimit = 16 * 1024;
+constexpr size_t kSseBacklog = 1000;
+constexpr std::chrono::seconds kSseHeartbeat{15};
+
+}  // namespace
+
+void SseHub::Subscribe(std::weak_ptr<SseSink> sink) {
+  std::lock_guard lock(mu_);
+  sinks_.push_back(std::move(sink));
+}
+
+void SseHub::Publish(const std::string& event, const std::string& data) {
+  auto msg = std::make_shared<const std::string>("event: " + event + "\ndata: " + data + "\n\n");
+  std::lock_guard lock(mu_);
+  for (auto it = sinks_.begin(); it != sinks_.end();) {
+    if (auto s = it->lock()) {
+      s->Push(msg);
+      ++it;
+    } else {
+      it = sinks_.erase(it);
+    }
+  }
+}
+
+bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= address.size()) return false;
+  std::string h = address.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  char* end = nullptr;
+  long p = std::strtol(address.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || p < 0 || p > 65535 || h.empty()) return false;
+  *host = h;
+  *port = static_cast<uint16_t>(p);
+  return true;
+}
+
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  Impl(asio::io_context& io, ServerOptions o, asio::ssl::context* t, Handler h, Metrics* m, SseHub* hb)
+      : io(io), options(std::move(o)), tls(t), handler(std::move(h)), metrics(m), hub(hb),
+        acceptor(asio::make_strand(io)) {}
+
+  void Accept();
+
+  asio::io_context& io;
+  ServerOptions options;
+  asio::ssl::context* tls;
+  Handler handler;
+  Metrics* metrics;
+  SseHub* hub;
+  tcp::acceptor acceptor;
+  std::atomic<size_t> open{0};
+  std::atomic<bool> stopped{false};
+};
+
+namespace {
+
+// Common session logic; Derived provides stream(), Run() and DoEof().
+template <class Derived>
+class Session : public SseSink {
+ public:
+  explicit Session(std::shared_ptr<HttpServer::Impl> server) : server_(std::move(server)) {
+    server_->open++;
+    server_->metrics->connections_open++;
+  }
+  ~Session() override {
+    server_->open--;
+    server_->metrics->connections_open--;
+    if (sse_) server_->metrics->sse_clients--;
+  }
+
+  void Push(std::shared_ptr<const std::string> message) override {
+    asio::post(derived().stream().get_executor(),
+               [self = derived().shared_from_this(), message = std::move(message)] {
+                 self->Enqueue(std::move(message));
+               });
+  }
+
+ protected:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+
+  void DoRead() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(server_->options.max_body_bytes);
+    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    http::async_read(derived().stream(), buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnRead, derived().shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, size_t) {
+    if (ec == http::error::end_of_stream) return derived().DoEof();
+    if (ec == http::error::body_limit) {
+      server_->metrics->Reject("too_large");
+      return SendError(http::status::payload_too_large, "body exceeds the size limit");
+    }
+    if (ec == http::error::header_limit) return SendError(http::status::request_header_fields_too_large, "headers too large");
+    if (ec.category() == http::make_error_code(http::error::bad_method).category())  // HTTP parse error
+      return SendError(http::status::bad_request, "malformed HTTP request");
+    if (ec) return;  // timeout, reset, TLS truncation: drop the connection
+    Request req = parser_->release();
+    Reply reply = server_->handler(req);
+    if (reply.sse && server_->hub) return StartSse();
+    reply.response.version(req.version());
+    reply.response.keep_alive(req.keep_alive() && reply.response.keep_alive());
+    Send(std::move(reply.response));
+  }
+
+  void SendError(http::status status, const std::string& why) {
+    Response res{status, 11};
+    res.set(http::field::content_type, "application/json");
+    res.body() = std::string("{\"error\":\"") + why + "\"}";
+    res.keep_alive(false);
+    Send(std::move(res));
+  }
+
+  void Send(Response res) {
+    res.set(http::field::server, "sidetrace-backend");
+    res.prepare_payload();
+    res_ = std::make_shared<Response>(std::move(res));
+    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    http::async_write(derived().stream(), *res_,
+                      beast::bind_front_handler(&Session::OnWrite, derived().shared_from_this(),
+                                                res_->need_eof()));
+  }
+
+  void OnWrite(bool close, beast::error_code ec, size_t) {
+    if (ec) return;
+    res_.reset();
+    if (close) return derived().DoEof();
+    DoRead();
+  }
+
+  // --- Server-Sent Events ---
+  void StartSse() {
+    sse_ = true;
+    server_->metrics->sse_clients++;
+    Enqueue(std::make_shared<const std::string>(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        "Connection: close\r\nX-Accel-Buffering: no\r\nServer: sidetrace-backend\r\n\r\n"
+        "retry: 2000\n: connected\n\n"));
+    server_->hub->Subscribe(derived().weak_from_this());
+    heartbeat_.emplace(derived().stream().get_executor());
+    ArmHeartbeat();
+  }
+
+  void ArmHeartbeat() {
+    heartbeat_->expires_after(kSseHeartbeat);
+    heartbeat_->async_wait([self = derived().shared_from_this()](beast::error_code ec) {
+      if (ec || self->closed_) return;
+      self->Enqueue(std::make_shared<const std::string>(": heartbeat\n\n"));
+      self->ArmHeartbeat();
+    });
+  }
+
+  void Enqueue(std::shared_ptr<const std::string> message) {
+    if (closed_) return;
+    if (queue_.size() >= kSseBacklog) {
+      // Too slow a reader: drop it rather than buffer without bound.
+      CloseSse();
+      return;
+    }
+    queue_.push_back(std::move(message));
+    if (queue_.size() == 1) WriteNext();
+  }
+
+  void WriteNext() {
+    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    asio::async_write(derived().stream(), asio::buffer(*queue_.front()),
+                      [self = derived().shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->CloseSse();
+                        self->queue_.pop_front();
+                        if (!self->queue_.empty()) self->WriteNext();
+                      });
+  }
+
+  void CloseSse() {
+    if (closed_) return;
+    closed_ = true;
+    queue_.clear();
+    if (heartbeat_) heartbeat_->cancel();
+    beast::get_lowest_layer(derived().stream()).cancel();
+    beast::error_code ec;
+    beast::get_lowest_layer(derived().stream()).socket().shutdown(tcp::socket::shutdown_both, ec);
+  }
+
+  std::shared_ptr<HttpServer::Impl> server_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<Response> res_;
+  bool sse_ = false;
+  bool closed_ = false;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  std::optional<asio::steady_timer> heartbeat_;
+};
+
+class PlainSession : public Session<PlainSession>, public std::enable_shared_from_this<PlainSession> {
+ public:
+  PlainSession(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server)
+      : Session(std::move(server)), stream_(std::move(socket)) {}
+  beast::tcp_stream& stream() { return stream_; }
+  void Run() {
+    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::DoRead, shared_from_this()));
+  }
+  void DoEof() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+ private:
+  beast::tcp_stream stream_;
+};
+
+class TlsSession : public Session<TlsSession>, public std::enable_shared_from_this<TlsSession> {
+ public:
+  TlsSession(tcp::socket&& socket, asio::ssl::context& ctx, std::shared_ptr<HttpServer::Impl> server)
+      : Session(std::move(server)), stream_(std::move(socket), ctx) {}
+  beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
+  void Run() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      beast::get_lowest_layer(self->stream_).expires_after(self->server_->options.handshake_timeout);
+      self->stream_.async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+        if (ec) {
+          log::Debug("tls handshake failed", "error={}", log::Quote(ec.message()));
+          return;
+        }
+        self->DoRead();
+      });
+    });
+  }
+  void DoEof() {
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {});
+  }
+
+ private:
+  beast::ssl_stream<beast::tcp_stream> stream_;
+};
+
+}  // namespace
+
+void HttpServer::Impl::Accept() {
+  acceptor.async_accept(asio::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (!ec) {
+      if (self->open.load() >= self->options.max_connections) {
+        self->metrics->connections_rejected++;
+        beast::error_code ignored;
+        socket.close(ignored);
+      } else if (self->tls) {
+        std::make_shared<TlsSession>(std::move(socket), *self->tls, self)->Run();
+      } else {
+        std::make_shared<PlainSession>(std::move(socket), self)->Run();
+      }
+    } else if (ec == asio::error::operation_aborted) {
+      return;
+    }
+    self->Accept();
+  });
+}
+
+HttpServer::HttpServer(asio::io_context& io, ServerOptions options, asio::ssl::context* tls, Handler handler,
+                       Metrics* metrics, SseHub* hub)
+    : impl_(std::make_shared<Impl>(io, std::move(options), tls, std::move(handler), metrics, hub)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Status HttpServer::Start(const std::string& address) {
+  std::string host;
+  uint16_t port;
+  if (!SplitHostPort(address, &host, &port))
+    return Status::InvalidArgument(fmt::format("{}: expected ADDR:PORT, got \"{}\"", impl_->options.name, address));
+  beast::error_code ec;
+  auto ip = asio::ip::make_address(host, ec);
+  if (ec) return Status::InvalidArgument(fmt::format("{}: bad address \"{}\"", impl_->options.name, host));
+  tcp::endpoint ep(ip, port);
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IoError(fmt::format("{}: cannot listen on {}: {}", impl_->options.name, address, ec.message()));
+  impl_->Accept();
+  return Status::Ok();
+}
+
+tcp::endpoint HttpServer::local_endpoint() const {
+  beast::error_code ec;
+  return impl_->acceptor.local_endpoint(ec);
+}
+
+void HttpServer::Stop() {
+  if (impl_->stopped.exchange(true)) return;
+  asio::post(impl_->acceptor.get_executor(), [impl = impl_] {
+    beast::error_code ec;
+    impl->acceptor.close(ec);
+  });
+}
+
+}  // namespace sidetrace::backend

@@ -1,0 +1,458 @@
+#include "backend/store.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include <fmt/format.h>
+
+namespace sidetrace::backend {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Migration N (1-based) brings the schema from version N-1 to N. Never edit
+// a released migration; append a new one.
+const char* const kMigrations[] = {
+    // 1: alerts and agents.
+    R"sql(
+CREATE TABLE events (
+  id            INTEGER PRIMARY KEY,
+  uuid          TEXT NOT NULL UNIQUE,
+  time_ns       INTEGER NOT NULL,
+  rule          TEXT NOT NULL,
+  priority      TEXT NOT NULL,
+  priority_num  INTEGER NOT NULL,
+  source        TEXT NOT NULL,
+  hostname      TEXT NOT NULL,
+  container_id  TEXT NOT NULL,
+  task_arn      TEXT NOT NULL,
+  agent_id      TEXT NOT NULL,
+  output        TEXT NOT NULL,
+  json          TEXT NOT NULL,
+  received_ns   INTEGER NOT NULL
+);
+CREATE INDEX events_time ON events(time_ns, id);
+CREATE INDEX events_rule ON events(rule, time_ns);
+CREATE INDEX events_priority ON events(priority_num, time_ns);
+CREATE INDEX events_container ON events(container_id, time_ns);
+CREATE INDEX events_task ON events(task_arn, time_ns);
+CREATE TABLE agents (
+  id             TEXT PRIMARY KEY,
+  hostname       TEXT NOT NULL DEFAULT '',
+  container_id   TEXT NOT NULL DEFAULT '',
+  container_name TEXT NOT NULL DEFAULT '',
+  task_arn       TEXT NOT NULL DEFAULT '',
+  cluster        TEXT NOT NULL DEFAULT '',
+  metadata       TEXT,
+  stats          TEXT,
+  events_seen    INTEGER NOT NULL DEFAULT -1,
+  alerts         INTEGER NOT NULL DEFAULT -1,
+  drops          INTEGER NOT NULL DEFAULT -1,
+  alerts_stored  INTEGER NOT NULL DEFAULT 0,
+  first_seen_ns  INTEGER NOT NULL,
+  last_seen_ns   INTEGER NOT NULL
+);
+)sql",
+};
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return s_; }
+  int Step() { return sqlite3_step(s_); }
+  std::string Text(int col) {
+    auto* p = sqlite3_column_text(s_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s_, col)) : std::string();
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(s_, col); }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  int rc_;
+};
+
+Status Err(sqlite3* db, std::string_view what) {
+  return Status::IoError(fmt::format("sqlite {}: {}", what, sqlite3_errmsg(db)));
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    Status st = Status::IoError(fmt::format("sqlite: {}", msg ? msg : "error"));
+    sqlite3_free(msg);
+    return st;
+  }
+  return Status::Ok();
+}
+
+void BindText(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+
+Result<sqlite3*> OpenConnection(const std::string& path, bool readonly) {
+  sqlite3* db = nullptr;
+  int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+              SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Status::IoError(fmt::format("{}: cannot open database: {}", path, msg));
+  }
+  sqlite3_busy_timeout(db, 10000);
+  return db;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  std::unique_ptr<Store> store(new Store(path));
+  Status st = store->Init();
+  if (!st.ok()) return st;
+  return store;
+}
+
+Status Store::Init() {
+  auto w = OpenConnection(path_, false);
+  if (!w.ok()) return w.status();
+  writer_ = *w;
+  // WAL: readers never block the writer and vice versa; FULL: fsync the WAL
+  // on every COMMIT (see the header for why not NORMAL).
+  Status st = Exec(writer_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536;");
+  if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
+  int version = 0;
+  {
+    Stmt s(writer_, "PRAGMA user_version");
+    if (s.ok() && s.Step() == SQLITE_ROW) version = static_cast<int>(s.Int(0));
+  }
+  constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations[0]);
+  static_assert(kLatest == kSchemaVersion);
+  if (version > kLatest)
+    return Status::Unsupported(
+        fmt::format("{}: schema version {} is newer than this binary's {}", path_, version, kLatest));
+  for (int v = version; v < kLatest; ++v) {
+    // Each migration and its version bump commit together.
+    st = Exec(writer_, "BEGIN IMMEDIATE");
+    if (st.ok()) st = Exec(writer_, kMigrations[v]);
+    if (st.ok()) st = Exec(writer_, fmt::format("PRAGMA user_version={}", v + 1).c_str());
+    if (st.ok()) st = Exec(writer_, "COMMIT");
+    if (!st.ok()) {
+      (void)Exec(writer_, "ROLLBACK");
+      return Status::IoError(fmt::format("{}: migration {} failed: {}", path_, v + 1, st.message()));
+    }
+  }
+  const char* insert_sql =
+      "INSERT OR IGNORE INTO events(uuid,time_ns,rule,priority,priority_num,source,hostname,"
+      "container_id,task_arn,agent_id,output,json,received_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)";
+  const char* upsert_sql =
+      "INSERT INTO agents(id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,"
+      "events_seen,alerts,drops,first_seen_ns,last_seen_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
+      "ON CONFLICT(id) DO UPDATE SET "
+      "hostname=CASE WHEN excluded.hostname<>'' THEN excluded.hostname ELSE hostname END,"
+      "container_id=CASE WHEN excluded.container_id<>'' THEN excluded.container_id ELSE container_id END,"
+      "container_name=CASE WHEN excluded.container_name<>'' THEN excluded.container_name ELSE container_name END,"
+      "task_arn=CASE WHEN excluded.task_arn<>'' THEN excluded.task_arn ELSE task_arn END,"
+      "cluster=CASE WHEN excluded.cluster<>'' THEN excluded.cluster ELSE cluster END,"
+      "metadata=excluded.metadata,stats=coalesce(excluded.stats,stats),"
+      "events_seen=CASE WHEN excluded.events_seen>=0 THEN excluded.events_seen ELSE events_seen END,"
+      "alerts=CASE WHEN excluded.alerts>=0 THEN excluded.alerts ELSE alerts END,"
+      "drops=CASE WHEN excluded.drops>=0 THEN excluded.drops ELSE drops END,"
+      "last_seen_ns=excluded.last_seen_ns";
+  const char* touch_sql =
+      "INSERT INTO agents(id,first_seen_ns,last_seen_ns,alerts_stored) VALUES(?,?,?,?) "
+      "ON CONFLICT(id) DO UPDATE SET last_seen_ns=excluded.last_seen_ns,"
+      "alerts_stored=alerts_stored+excluded.alerts_stored";
+  if (sqlite3_prepare_v2(writer_, insert_sql, -1, &insert_event_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, upsert_sql, -1, &upsert_agent_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, touch_sql, -1, &touch_agent_, nullptr) != SQLITE_OK)
+    return Err(writer_, "prepare");
+  auto r = OpenConnection(path_, true);
+  if (!r.ok()) return r.status();
+  reader_ = *r;
+  return Status::Ok();
+}
+
+Store::~Store() {
+  sqlite3_finalize(insert_event_);
+  sqlite3_finalize(upsert_agent_);
+  sqlite3_finalize(touch_agent_);
+  sqlite3_close(reader_);
+  sqlite3_close(writer_);
+}
+
+Result<Store::InsertResult> Store::InsertBatch(const Batch& batch, int64_t now_ns) {
+  std::lock_guard lock(write_mu_);
+  Status st = Exec(writer_, "BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  auto fail = [&](std::string_view what) {
+    Status e = Err(writer_, what);
+    (void)Exec(writer_, "ROLLBACK");
+    return e;
+  };
+  InsertResult result;
+  std::map<std::string, int64_t> per_agent;
+  sqlite3_stmt* s = insert_event_;
+  for (size_t i = 0; i < batch.alerts.size(); ++i) {
+    const Alert& a = batch.alerts[i];
+    sqlite3_reset(s);
+    BindText(s, 1, a.uuid);
+    sqlite3_bind_int64(s, 2, a.time_ns);
+    BindText(s, 3, a.rule);
+    BindText(s, 4, a.priority);
+    sqlite3_bind_int(s, 5, a.priority_index);
+    BindText(s, 6, a.source);
+    BindText(s, 7, a.hostname);
+    BindText(s, 8, a.container_id);
+    BindText(s, 9, a.task_arn);
+    BindText(s, 10, a.agent_id);
+    BindText(s, 11, a.output);
+    BindText(s, 12, a.json);
+    sqlite3_bind_int64(s, 13, now_ns);
+    if (sqlite3_step(s) != SQLITE_DONE) return fail("insert event");
+    if (sqlite3_changes(writer_) > 0) {
+      ++result.inserted;
+      result.new_indexes.push_back(i);
+      if (!a.agent_id.empty()) ++per_agent[a.agent_id];
+    } else {
+      ++result.duplicates;
+    }
+  }
+  sqlite3_reset(s);
+  s = upsert_agent_;
+  for (const AgentRecord& a : batch.agents) {
+    sqlite3_reset(s);
+    BindText(s, 1, a.id);
+    BindText(s, 2, a.hostname);
+    BindText(s, 3, a.container_id);
+    BindText(s, 4, a.container_name);
+    BindText(s, 5, a.task_arn);
+    BindText(s, 6, a.cluster);
+    BindText(s, 7, a.metadata_json);
+    if (a.stats_json.empty()) sqlite3_bind_null(s, 8); else BindText(s, 8, a.stats_json);
+    sqlite3_bind_int64(s, 9, a.events_seen);
+    sqlite3_bind_int64(s, 10, a.alerts);
+    sqlite3_bind_int64(s, 11, a.drops);
+    sqlite3_bind_int64(s, 12, now_ns);
+    sqlite3_bind_int64(s, 13, now_ns);
+    if (sqlite3_step(s) != SQLITE_DONE) return fail("upsert agent");
+  }
+  sqlite3_reset(s);
+  s = touch_agent_;
+  for (const auto& [id, n] : per_agent) {
+    sqlite3_reset(s);
+    BindText(s, 1, id);
+    sqlite3_bind_int64(s, 2, now_ns);
+    sqlite3_bind_int64(s, 3, now_ns);
+    sqlite3_bind_int64(s, 4, n);
+    if (sqlite3_step(s) != SQLITE_DONE) return fail("touch agent");
+  }
+  sqlite3_reset(s);
+  if (sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail("commit");
+  return result;
+}
+
+Result<Store::Page> Store::QueryEvents(const Query& q) {
+  // Every parameter is numbered ("?N") so that one value can be used twice.
+  std::string sql = "SELECT json,time_ns,id FROM events WHERE 1";
+  int pos = 0;
+  std::vector<std::function<void(sqlite3_stmt*)>> binds;
+  auto bind_text = [&](std::string v) {
+    int p = ++pos;
+    binds.push_back([p, v](sqlite3_stmt* s) {
+      sqlite3_bind_text(s, p, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    });
+    return fmt::format("?{}", p);
+  };
+  auto bind_int = [&](int64_t v) {
+    int p = ++pos;
+    binds.push_back([p, v](sqlite3_stmt* s) { sqlite3_bind_int64(s, p, v); });
+    return fmt::format("?{}", p);
+  };
+  if (q.since_ns > 0) sql += std::string(" AND time_ns >= ").append(bind_int(q.since_ns));
+  if (q.until_ns > 0) sql += std::string(" AND time_ns < ").append(bind_int(q.until_ns));
+  if (!q.rules.empty()) {
+    sql += " AND rule IN (";
+    for (size_t i = 0; i < q.rules.size(); ++i) {
+      if (i) sql += ',';
+      sql += bind_text(q.rules[i]);
+    }
+    sql += ")";
+  }
+  if (!q.priorities.empty()) {
+    sql += " AND priority_num IN (";
+    for (size_t i = 0; i < q.priorities.size(); ++i) {
+      if (i) sql += ',';
+      sql += bind_int(q.priorities[i]);
+    }
+    sql += ")";
+  }
+  if (q.min_priority >= 0) sql += std::string(" AND priority_num <= ").append(bind_int(q.min_priority));
+  if (!q.container.empty()) sql += std::string(" AND container_id = ").append(bind_text(q.container));
+  if (!q.task.empty()) sql += std::string(" AND task_arn = ").append(bind_text(q.task));
+  if (!q.agent.empty()) sql += std::string(" AND agent_id = ").append(bind_text(q.agent));
+  if (!q.text.empty()) {
+    std::string like = "%";
+    for (char c : q.text) {
+      if (c == '%' || c == '_' || c == '\\') like += '\\';
+      like += c;
+    }
+    like += "%";
+    std::string p = bind_text(like);
+    sql += fmt::format(" AND (output LIKE {0} ESCAPE '\\' OR rule LIKE {0} ESCAPE '\\' OR json LIKE {0} ESCAPE '\\')", p);
+  }
+  if (!q.cursor.empty()) {
+    long long ct = 0, cid = 0;
+    if (std::sscanf(q.cursor.c_str(), "%lld_%lld", &ct, &cid) != 2)
+      return Status::InvalidArgument("cursor: malformed");
+    std::string t = bind_int(ct), id = bind_int(cid);
+    sql += fmt::format(" AND (time_ns < {0} OR (time_ns = {0} AND id < {1}))", t, id);
+  }
+  int limit = std::clamp(q.limit, 1, 10000);
+  sql += fmt::format(" ORDER BY time_ns DESC, id DESC LIMIT {}", limit + 1);
+  std::lock_guard lock(read_mu_);
+  Stmt s(reader_, sql.c_str());
+  if (!s.ok()) return Err(reader_, "query");
+  for (auto& b : binds) b(s.get());
+  Page page;
+  int rc;
+  int64_t last_t = 0, last_id = 0;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    if (static_cast<int>(page.events.size()) == limit) {
+      page.next_cursor = fmt::format("{}_{}", last_t, last_id);
+      break;
+    }
+    page.events.push_back(s.Text(0));
+    last_t = s.Int(1);
+    last_id = s.Int(2);
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Err(reader_, "query");
+  return page;
+}
+
+Result<std::optional<std::string>> Store::GetEvent(const std::string& uuid) {
+  std::lock_guard lock(read_mu_);
+  Stmt s(reader_, "SELECT json FROM events WHERE uuid = ?");
+  if (!s.ok()) return Err(reader_, "get");
+  BindText(s.get(), 1, uuid);
+  int rc = s.Step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(s.Text(0));
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  return Err(reader_, "get");
+}
+
+Result<json> Store::Summary(int64_t since_ns, int64_t now_ns, int buckets) {
+  buckets = std::clamp(buckets, 1, 500);
+  int64_t span = std::max<int64_t>(now_ns - since_ns, 1);
+  int64_t bucket_ns = (span + buckets - 1) / buckets;
+  json out;
+  out["since"] = FormatRfc3339(since_ns);
+  out["until"] = FormatRfc3339(now_ns);
+  out["bucket_seconds"] = static_cast<double>(bucket_ns) / 1e9;
+  json by_rule = json::array(), by_priority = json::object();
+  json timeline = json::object();
+  int64_t total = 0;
+  {
+    std::lock_guard lock(read_mu_);
+    Stmt s(reader_,
+           "SELECT rule, MIN(priority_num), COUNT(*), MAX(time_ns) FROM events WHERE time_ns >= ? AND time_ns <= ? "
+           "GROUP BY rule ORDER BY 3 DESC");
+    if (!s.ok()) return Err(reader_, "summary");
+    sqlite3_bind_int64(s.get(), 1, since_ns);
+    sqlite3_bind_int64(s.get(), 2, now_ns);
+    while (s.Step() == SQLITE_ROW) {
+      by_rule.push_back({{"rule", s.Text(0)},
+                         {"priority", std::string(kPriorityNames[std::clamp<int64_t>(s.Int(1), 0, 7)])},
+                         {"count", s.Int(2)},
+                         {"last", FormatRfc3339(s.Int(3))}});
+      total += s.Int(2);
+    }
+    Stmt p(reader_,
+           "SELECT priority_num, COUNT(*) FROM events WHERE time_ns >= ? AND time_ns <= ? GROUP BY priority_num");
+    if (!p.ok()) return Err(reader_, "summary");
+    sqlite3_bind_int64(p.get(), 1, since_ns);
+    sqlite3_bind_int64(p.get(), 2, now_ns);
+    while (p.Step() == SQLITE_ROW)
+      by_priority[std::string(kPriorityNames[std::clamp<int64_t>(p.Int(0), 0, 7)])] = p.Int(1);
+    Stmt t(reader_,
+           "SELECT rule, (time_ns - ?1) / ?2, COUNT(*) FROM events WHERE time_ns >= ?1 AND time_ns <= ?3 "
+           "GROUP BY 1, 2");
+    if (!t.ok()) return Err(reader_, "summary");
+    sqlite3_bind_int64(t.get(), 1, since_ns);
+    sqlite3_bind_int64(t.get(), 2, bucket_ns);
+    sqlite3_bind_int64(t.get(), 3, now_ns);
+    while (t.Step() == SQLITE_ROW) {
+      std::string rule = t.Text(0);
+      if (!timeline.contains(rule)) timeline[rule] = std::vector<int64_t>(buckets, 0);
+      int64_t b = std::clamp<int64_t>(t.Int(1), 0, buckets - 1);
+      timeline[rule][b] = timeline[rule][b].get<int64_t>() + t.Int(2);
+    }
+  }
+  out["total"] = total;
+  out["by_rule"] = std::move(by_rule);
+  out["by_priority"] = std::move(by_priority);
+  out["timeline"] = std::move(timeline);
+  auto agents = Agents();
+  if (!agents.ok()) return agents.status();
+  out["agents"] = std::move(agents.value());
+  return out;
+}
+
+Result<json> Store::Agents() {
+  std::lock_guard lock(read_mu_);
+  Stmt s(reader_,
+         "SELECT id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,events_seen,alerts,"
+         "drops,alerts_stored,first_seen_ns,last_seen_ns FROM agents ORDER BY last_seen_ns DESC LIMIT 1000");
+  if (!s.ok()) return Err(reader_, "agents");
+  json out = json::array();
+  while (s.Step() == SQLITE_ROW) {
+    json a = {{"id", s.Text(0)},           {"hostname", s.Text(1)},     {"container.id", s.Text(2)},
+              {"container.name", s.Text(3)}, {"aws.ecs.task.arn", s.Text(4)}, {"aws.ecs.cluster", s.Text(5)},
+              {"alerts_stored", s.Int(11)},  {"first_seen", FormatRfc3339(s.Int(12))},
+              {"last_seen", FormatRfc3339(s.Int(13))}};
+    auto counter = [&](const char* key, int col) { a[key] = s.Int(col) >= 0 ? json(s.Int(col)) : json(nullptr); };
+    counter("events_seen", 8);
+    counter("alerts", 9);
+    counter("drops", 10);
+    std::string stats = s.Text(7);
+    a["stats"] = stats.empty() ? json(nullptr) : json::parse(stats, nullptr, false);
+    std::string meta = s.Text(6);
+    a["metadata"] = meta.empty() ? json(nullptr) : json::parse(meta, nullptr, false);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+Result<int64_t> Store::DeleteOlderThan(int64_t cutoff_ns, int max_rows) {
+  std::lock_guard lock(write_mu_);
+  Stmt s(writer_, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time_ns < ? LIMIT ?)");
+  if (!s.ok()) return Err(writer_, "retention");
+  sqlite3_bind_int64(s.get(), 1, cutoff_ns);
+  sqlite3_bind_int(s.get(), 2, max_rows);
+  if (s.Step() != SQLITE_DONE) return Err(writer_, "retention");
+  return static_cast<int64_t>(sqlite3_changes(writer_));
+}
+
+Status Store::Ping() {
+  std::lock_guard lock(read_mu_);
+  Stmt s(reader_, "SELECT count(*) FROM sqlite_master");
+  if (!s.ok() || s.Step() != SQLITE_ROW) return Err(reader_, "ping");
+  return Status::Ok();
+}
+
+int64_t Store::FileBytes() const {
+  int64_t total = 0;
+  struct stat st;
+  for (const std::string& p : {path_, path_ + "-wal", path_ + "-shm"})
+    if (::stat(p.c_str(), &st) == 0) total += st.st_size;
+  return total;
+}
+
+}  // namespace sidetrace::backend

@@ -1,0 +1,250 @@
+// sidetrace-loadgen: opens N agent connections to sidetrace-orchestrator and
+// sends alerts at a set total rate, speaking the agent link protocol
+// directly (one Asio loop per thread, connections spread over them). Each
+// alert carries its creation time in output_fields["evt.time"] (ns) so the
+// receiving end can measure end-to-end latency. At the end it waits for the
+// acks and prints one JSON line: agents, sent, acked, seconds, rate.
+// <utility> first: Boost 1.74's asio.hpp uses std::exchange without it in C++20.
+#include <utility>
+
+#include <boost/asio.hpp>
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "common/link/protocol.h"
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using namespace sidetrace;
+
+namespace {
+
+std::atomic<uint64_t> g_sent{0}, g_acked{0}, g_welcomed{0}, g_rejected{0}, g_errors{0};
+std::string g_key, g_run;
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+std::string Rfc3339(uint64_t ns) {
+  time_t s = static_cast<time_t>(ns / 1000000000);
+  tm t;
+  gmtime_r(&s, &t);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
+                     t.tm_hour, t.tm_min, t.tm_sec, ns % 1000000000);
+}
+
+class Conn : public std::enable_shared_from_this<Conn> {
+ public:
+  Conn(asio::io_context& ioc, int index) : socket_(ioc), index_(index) {}
+
+  void Start(const tcp::endpoint& ep) {
+    socket_.async_connect(ep, [self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) {
+        g_errors++;
+        return;
+      }
+      self->socket_.set_option(tcp::no_delay(true));
+      self->Write(link::EncodeFrame(link::MakeHello(fmt::format("{}-agent-{}", g_run, self->index_), "loadgen",
+                                                    g_key, fmt::format("loadgen-{}", self->index_),
+                                                    {{"aws.ecs.cluster", "bench"}})));
+      self->DoRead();
+    });
+  }
+
+  bool ready() const { return welcomed_ && !dead_; }
+  uint64_t unacked() const { return next_seq_ - 1 - acked_; }
+
+  void SendAlerts(int count) {
+    std::string out;
+    for (int i = 0; i < count; ++i) {
+      uint64_t seq = next_seq_++;
+      uint64_t ns = NowNs();
+      nlohmann::json alert = {
+          {"uuid", fmt::format("{}-{}-{}", g_run, index_, seq)},
+          {"time", Rfc3339(ns)},
+          {"rule", "Read sensitive file untrusted"},
+          {"priority", "Warning"},
+          {"source", "syscall"},
+          {"hostname", "loadgen"},
+          {"tags", {"filesystem", "mitre_credential_access"}},
+          {"output", "Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)"},
+          {"output_fields",
+           {{"evt.time", ns}, {"fd.name", "/etc/shadow"}, {"proc.name", "cat"}, {"proc.cmdline", "cat /etc/shadow"},
+            {"user.name", "root"}, {"container.id", "0123456789ab"}}}};
+      out += link::EncodeFrame(link::MakeAlert(seq, std::move(alert)));
+    }
+    g_sent += static_cast<uint64_t>(count);
+    Write(std::move(out));
+  }
+
+ private:
+  void Write(std::string data) {
+    if (writing_) {
+      pending_ += data;
+      return;
+    }
+    current_ = std::move(data);
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(current_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
+      self->writing_ = false;
+      if (ec) {
+        self->Fail("write: " + ec.message());
+        return;
+      }
+      if (!self->pending_.empty()) {
+        std::string next;
+        next.swap(self->pending_);
+        self->Write(std::move(next));
+      }
+    });
+  }
+
+  void DoRead() {
+    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      if (ec) return self->Fail("read: " + ec.message());
+      self->decoder_.Append(self->buf_.data(), n);
+      for (;;) {
+        auto m = self->decoder_.Next();
+        if (!m.ok()) return self->Fail(m.status().message());
+        if (!m->has_value()) break;
+        switch ((*m)->type) {
+          case link::MessageType::kWelcome:
+            self->welcomed_ = true;
+            g_welcomed++;
+            break;
+          case link::MessageType::kReject:
+            g_rejected++;
+            return self->Fail("rejected: " + (*m)->body["reason"].get<std::string>());
+          case link::MessageType::kAck: {
+            uint64_t seq = (*m)->body["seq"].get<uint64_t>();
+            g_acked += seq - self->acked_;
+            self->acked_ = seq;
+            break;
+          }
+          default:
+            break;
+        }
+      }
+      self->DoRead();
+    });
+  }
+
+  void Fail(const std::string& why) {
+    if (!dead_ && g_errors++ == 0) std::cerr << "sidetrace-loadgen: first connection failure: " << why << "\n";
+    dead_ = true;
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+
+  tcp::socket socket_;
+  int index_;
+  std::array<char, 8192> buf_;
+  link::FrameDecoder decoder_;
+  std::string current_, pending_;
+  bool writing_ = false, welcomed_ = false, dead_ = false;
+  uint64_t next_seq_ = 1, acked_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string orchestrator;
+  int agents = 100, threads = 1;
+  double rate = 1000, duration = 10;
+  po::options_description desc("sidetrace-loadgen: agent connections sending alerts at a set rate\n\nOptions");
+  desc.add_options()("help,h", "show this help")(
+      "orchestrator", po::value(&orchestrator)->default_value("127.0.0.1:6667"), "HOST:PORT (IP)")(
+      "access-key", po::value(&g_key)->default_value(""), "agent access key")(
+      "agents", po::value(&agents)->default_value(agents), "connections")(
+      "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
+      "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
+      "threads", po::value(&threads)->default_value(threads), "event loops")(
+      "run-id", po::value(&g_run)->default_value(""), "uuid prefix (default: random)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "sidetrace-loadgen: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (g_run.empty()) g_run = fmt::format("{:x}", NowNs());
+  auto colon = orchestrator.rfind(':');
+  tcp::endpoint ep(asio::ip::make_address(orchestrator.substr(0, colon)),
+                   static_cast<uint16_t>(std::stoi(orchestrator.substr(colon + 1))));
+
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<std::vector<std::shared_ptr<Conn>>> conns(threads);
+  for (int t = 0; t < threads; ++t) loops.push_back(std::make_unique<asio::io_context>(1));
+  for (int i = 0; i < agents; ++i) {
+    auto c = std::make_shared<Conn>(*loops[i % threads], i);
+    conns[i % threads].push_back(c);
+    c->Start(ep);
+  }
+  std::atomic<bool> sending{true};
+  std::vector<std::thread> workers;
+  auto wait_start = Clock::now();
+  // Connect everyone before the clock starts.
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      auto& ioc = *loops[t];
+      auto& mine = conns[t];
+      while (g_welcomed + g_errors < static_cast<uint64_t>(agents) && Clock::now() - wait_start < std::chrono::seconds(60)) {
+        ioc.run_for(std::chrono::milliseconds(10));
+      }
+      double my_rate = rate / threads;
+      auto start = Clock::now();
+      uint64_t sent = 0;
+      size_t next = 0;
+      while (sending) {
+        double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+        if (elapsed >= duration) break;
+        uint64_t due = static_cast<uint64_t>(elapsed * my_rate);
+        // Spread what is due over the connections, a few per connection.
+        while (sent < due && !mine.empty()) {
+          auto& c = mine[next++ % mine.size()];
+          if (!c->ready() || c->unacked() > 5000) {
+            if (next % mine.size() == 0) break;
+            continue;
+          }
+          int n = static_cast<int>(std::min<uint64_t>(due - sent, 16));
+          c->SendAlerts(n);
+          sent += static_cast<uint64_t>(n);
+        }
+        ioc.run_for(std::chrono::milliseconds(5));
+      }
+      auto drain_until = Clock::now() + std::chrono::seconds(30);
+      while (Clock::now() < drain_until) {
+        bool all = true;
+        for (auto& c : mine) all = all && (!c->ready() || c->unacked() == 0);
+        if (all) break;
+        ioc.run_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  auto t0 = Clock::now();
+  for (auto& w : workers) w.join();
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  nlohmann::json out = {{"run_id", g_run},          {"agents", agents},       {"welcomed", g_welcomed.load()},
+                        {"rejected", g_rejected.load()}, {"errors", g_errors.load()}, {"target_rate", rate},
+                        {"sent", g_sent.load()},     {"acked", g_acked.load()}, {"seconds", secs}};
+  std::cout << out.dump() << std::endl;
+  return g_acked == g_sent && g_errors == 0 ? 0 : 1;
+}

@@ -1,0 +1,294 @@
+#include "orchestrator/forwarder.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/version.hpp>
+#include <nlohmann/json.hpp>
+#include <openssl/ssl.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+
+#include "common/util/log.h"
+
+namespace sidetrace::orchestrator {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+using nlohmann::json;
+
+namespace {
+constexpr auto kIoTimeout = std::chrono::seconds(15);
+constexpr const char* kBatchTarget = "/api/v1/events:batch";
+}  // namespace
+
+struct BackendClient::Impl {
+  explicit Impl(const Config& c) : config(c), ctx(ssl::context::tls_client) {}
+
+  // Runs one async operation to completion on this thread's io_context.
+  // tcp_stream's expiry closes the socket when the operation is too slow.
+  template <typename Start>
+  beast::error_code Run(Start&& start) {
+    beast::error_code result = asio::error::would_block;
+    if (aborted) return asio::error::operation_aborted;
+    start([&result](beast::error_code ec, auto&&...) { result = ec; });
+    ioc.restart();
+    ioc.run();
+    if (result == asio::error::would_block) result = asio::error::operation_aborted;
+    return result;
+  }
+
+  Status Connect() {
+    stream.reset();
+    tcp::resolver resolver(ioc);
+    tcp::resolver::results_type endpoints;
+    beast::error_code ec = Run([&](auto handler) {
+      resolver.async_resolve(host, std::to_string(port),
+                             [&endpoints, handler](beast::error_code e, tcp::resolver::results_type r) mutable {
+                               endpoints = std::move(r);
+                               handler(e);
+                             });
+    });
+    if (ec) return Status::Unavailable(fmt::format("resolve {}: {}", host, ec.message()));
+    stream.emplace(ioc, ctx);
+    if (!SSL_set_tlsext_host_name(stream->native_handle(), host.c_str())) {
+      return Status::Internal("cannot set TLS SNI");
+    }
+    if (!config.insecure_skip_verify) stream->set_verify_callback(ssl::host_name_verification(host));
+    beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
+    ec = Run([&](auto handler) { beast::get_lowest_layer(*stream).async_connect(endpoints, handler); });
+    if (ec) return Status::Unavailable(fmt::format("connect {}:{}: {}", host, port, ec.message()));
+    beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
+    ec = Run([&](auto handler) { stream->async_handshake(ssl::stream_base::client, handler); });
+    if (ec) {
+      long verify = SSL_get_verify_result(stream->native_handle());
+      std::string why = verify != X509_V_OK ? std::string("certificate verification failed: ") +
+                                                  X509_verify_cert_error_string(verify)
+                                            : ec.message();
+      return Status::Unavailable(fmt::format("TLS handshake with {}:{}: {}", host, port, why));
+    }
+    return Status::Ok();
+  }
+
+  const Config& config;
+  std::atomic<bool> aborted{false};
+  std::string host;
+  uint16_t port = 0;
+  asio::io_context ioc;
+  ssl::context ctx;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+  beast::flat_buffer buffer;
+};
+
+BackendClient::BackendClient(const Config& config) : impl_(std::make_unique<Impl>(config)) {}
+BackendClient::~BackendClient() = default;
+
+Status BackendClient::Init() {
+  Status st = SplitHostPort("backend", impl_->config.backend, &impl_->host, &impl_->port);
+  if (!st.ok()) return st;
+  beast::error_code ec;
+  SSL_CTX_set_min_proto_version(impl_->ctx.native_handle(), TLS1_2_VERSION);
+  if (impl_->config.insecure_skip_verify) {
+    impl_->ctx.set_verify_mode(ssl::verify_none);
+    return Status::Ok();
+  }
+  impl_->ctx.set_verify_mode(ssl::verify_peer);
+  if (impl_->config.ca_file.empty()) {
+    impl_->ctx.set_default_verify_paths(ec);
+  } else {
+    impl_->ctx.load_verify_file(impl_->config.ca_file, ec);
+  }
+  if (ec) return Status::InvalidArgument(fmt::format("--ca-file {}: {}", impl_->config.ca_file, ec.message()));
+  return Status::Ok();
+}
+
+void BackendClient::Abort() {
+  impl_->aborted = true;
+  // Posted, so that it also stops a run() that has not started yet.
+  asio::post(impl_->ioc, [this] { impl_->ioc.stop(); });
+}
+
+Status BackendClient::Post(const std::string& target, std::string body, std::string* reply, int* http_status) {
+  *http_status = 0;
+  Impl& s = *impl_;
+  // One retry on a reused connection: the backend may have closed it while
+  // idle, which shows up only when we write.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reused = s.stream.has_value();
+    if (!reused) {
+      Status st = s.Connect();
+      if (!st.ok()) return st;
+    }
+    http::request<http::string_body> req{http::verb::post, target, 11};
+    req.set(http::field::host, s.host);
+    req.set(http::field::user_agent, "sidetrace-orchestrator/" SIDETRACE_VERSION);
+    req.set(http::field::authorization, "Bearer " + s.config.access_key);
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(true);
+    req.body() = body;
+    req.prepare_payload();
+    beast::get_lowest_layer(*s.stream).expires_after(kIoTimeout);
+    beast::error_code ec = s.Run([&](auto handler) { http::async_write(*s.stream, req, handler); });
+    http::response<http::string_body> res;
+    if (!ec) {
+      beast::get_lowest_layer(*s.stream).expires_after(kIoTimeout);
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(1 << 20);
+      ec = s.Run([&](auto handler) { http::async_read(*s.stream, s.buffer, parser, handler); });
+      if (!ec) res = parser.release();
+    }
+    if (ec) {
+      s.stream.reset();
+      s.buffer.clear();
+      if (reused && attempt == 0) continue;
+      return Status::Unavailable(fmt::format("POST {}: {}", target, ec.message()));
+    }
+    if (!res.keep_alive()) s.stream.reset();
+    *http_status = static_cast<int>(res.result_int());
+    *reply = std::move(res.body());
+    if (*http_status / 100 != 2) {
+      return Status::Unavailable(fmt::format("POST {}: HTTP {} {}", target, *http_status, reply->substr(0, 200)));
+    }
+    return Status::Ok();
+  }
+  return Status::Unavailable("unreachable");
+}
+
+Forwarder::Forwarder(const Config& config, Spool* spool, AgentRegistry* registry, Metrics* metrics)
+    : config_(config), spool_(spool), registry_(registry), metrics_(metrics) {}
+
+Forwarder::~Forwarder() { Stop(); }
+
+Status Forwarder::Start() {
+  if (config_.insecure_skip_verify) {
+    log::Warn("!!! --insecure-skip-verify: the backend's TLS certificate is NOT verified; anyone on the path can "
+              "read and forge alerts. Use only for testing !!!");
+  }
+  for (uint32_t i = 0; i < config_.backend_connections; ++i) {
+    auto client = std::make_unique<BackendClient>(config_);
+    Status st = client->Init();
+    if (!st.ok()) return st;
+    clients_.push_back(std::move(client));
+  }
+  for (auto& c : clients_) threads_.emplace_back([this, client = c.get()] { Run(client); });
+  return Status::Ok();
+}
+
+void Forwarder::Stop() {
+  if (stop_.exchange(true)) return;
+  for (auto& c : clients_) c->Abort();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+namespace {
+
+// {"events":[<line>,<line>...],"agents":[...]}: the lines are already JSON.
+Result<std::string> BuildBody(const Spool::Batch& batch, const json& agents) {
+  std::ifstream in(batch.path, std::ios::binary);
+  if (!in) return Status::IoError(fmt::format("{}: cannot read", batch.path));
+  std::string body = "{\"events\":[";
+  std::string line;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (!first) body += ',';
+    body += line;
+    first = false;
+  }
+  body += "],\"agents\":";
+  body += agents.dump(-1, ' ', false, json::error_handler_t::replace);
+  body += '}';
+  return body;
+}
+
+}  // namespace
+
+void Forwarder::Run(BackendClient* client) {
+  std::mt19937 rng(std::random_device{}());
+  auto backoff = std::chrono::milliseconds(250);
+  std::string last_error;
+  auto idle_since = std::chrono::steady_clock::now();
+  while (!stop_) {
+    auto batch = spool_->Take(std::chrono::milliseconds(200));
+    if (stop_) {
+      if (batch) spool_->Failed(*batch);
+      break;
+    }
+    // Agent-only update after a quiet second, so stats and drop counts
+    // reach the backend even when no alert flows.
+    if (!batch && (std::chrono::steady_clock::now() - idle_since < std::chrono::seconds(1) ||
+                   !registry_->HasDirty())) {
+      continue;
+    }
+    std::vector<std::string> ids;
+    json agents = registry_->TakeDirty(&ids);
+    std::string body;
+    if (batch) {
+      auto b = BuildBody(*batch, agents);
+      if (!b.ok()) {
+        log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(b.status().message()));
+        metrics_->spool_write_errors++;
+        spool_->Dropped(*batch);
+        registry_->Restore(ids);
+        continue;
+      }
+      body = std::move(b).value();
+    } else {
+      body = "{\"events\":[],\"agents\":" + agents.dump(-1, ' ', false, json::error_handler_t::replace) + "}";
+    }
+    std::string reply;
+    int status = 0;
+    Status st = client->Post(kBatchTarget, std::move(body), &reply, &status);
+    idle_since = std::chrono::steady_clock::now();
+    if (st.ok()) {
+      if (batch) {
+        spool_->Delivered(*batch);
+        metrics_->alerts_out += batch->events;
+        metrics_->batches_sent++;
+      }
+      if (!metrics_->backend_up.exchange(true) || !last_error.empty()) {
+        log::Info("backend reachable", "backend={}", config_.backend);
+      }
+      last_error.clear();
+      backoff = std::chrono::milliseconds(250);
+      continue;
+    }
+    registry_->Restore(ids);
+    metrics_->backend_errors++;
+    metrics_->backend_up = false;
+    bool poison = status >= 400 && status < 500 && status != 401 && status != 403 && status != 408 && status != 429;
+    if (batch && poison) {
+      log::Error("backend refused a batch; dropping it", "alerts={} status={} reason={}", batch->events, status,
+                 log::Quote(st.message()));
+      metrics_->backend_rejected_alerts += batch->events;
+      spool_->Dropped(*batch);
+      continue;
+    }
+    if (batch) spool_->Failed(*batch);
+    if (st.message() != last_error) {
+      log::Warn("backend unavailable; batches stay in the spool", "backend={} reason={}", config_.backend,
+                log::Quote(st.message()));
+      last_error = st.message();
+    }
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);
+    auto until = std::chrono::steady_clock::now() + backoff / 2 + std::chrono::milliseconds(jitter(rng));
+    while (!stop_ && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(5));
+  }
+}
+
+}  // namespace sidetrace::orchestrator

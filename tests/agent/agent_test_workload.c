@@ -1,0 +1,136 @@
+// Small programs run under sidetrace-agent by the agent tests. Each mode
+// exercises one kernel path whose events the tests check.
+//   vfork                 vfork + exec /bin/true
+//   thread-exec PROG      exec PROG from a thread that is not the leader
+//   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
+//   storm N               N x (fork + exec /bin/true), waited one by one
+//   fail-open PATH        open a path that must fail, print the errno
+//   fds                   print the fds this process inherited
+//   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
+//   threads N             N threads each opening /etc/hostname
+//   stop-self             raise SIGSTOP, then print "resumed"
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char* g_prog;
+
+static void* exec_thread(void* arg) {
+  (void)arg;
+  char* argv[] = {(char*)g_prog, NULL};
+  execv(g_prog, argv);
+  perror("execv");
+  _exit(99);
+}
+
+static void* open_thread(void* arg) {
+  (void)arg;
+  int fd = open("/etc/hostname", O_RDONLY);
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  const char* mode = argv[1];
+  if (!strcmp(mode, "vfork")) {
+    pid_t p = vfork();
+    if (p == 0) {
+      execl("/bin/true", "true", (char*)NULL);
+      _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    printf("vfork child %d status %d\n", p, st);
+    return 0;
+  }
+  if (!strcmp(mode, "thread-exec") && argc > 2) {
+    g_prog = argv[2];
+    pthread_t t;
+    pthread_create(&t, NULL, exec_thread, NULL);
+    pthread_join(t, NULL);
+    return 98;
+  }
+  if (!strcmp(mode, "dirfd") && argc > 3) {
+    int d = open(argv[2], O_RDONLY | O_DIRECTORY);
+    int fd = openat(d, argv[3], O_RDONLY);
+    printf("openat %d\n", fd);
+    if (chdir(argv[2]) != 0) return 3;
+    char rel[4096];
+    snprintf(rel, sizeof rel, "./%s", argv[3]);
+    int fd2 = open(rel, O_RDONLY);
+    printf("open %d\n", fd2);
+    return fd >= 0 && fd2 >= 0 ? 0 : 1;
+  }
+  if (!strcmp(mode, "storm") && argc > 2) {
+    int n = atoi(argv[2]);
+    for (int i = 0; i < n; ++i) {
+      pid_t p = fork();
+      if (p == 0) {
+        execl("/bin/true", "true", (char*)NULL);
+        _exit(127);
+      }
+      int st;
+      if (p < 0 || waitpid(p, &st, 0) != p || st != 0) return 1;
+    }
+    return 0;
+  }
+  if (!strcmp(mode, "fail-open") && argc > 2) {
+    int fd = open(argv[2], O_RDONLY);
+    printf("fd %d errno %d\n", fd, fd < 0 ? errno : 0);
+    return fd < 0 ? 0 : 1;
+  }
+  if (!strcmp(mode, "fds")) {
+    printf("fds");
+    for (int fd = 0; fd < 1024; ++fd) {
+      if (fcntl(fd, F_GETFD) >= 0) printf(" %d", fd);
+    }
+    printf("\n");
+    return 0;
+  }
+  if (!strcmp(mode, "connect") && argc > 2) {
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)atoi(argv[2]));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int rc = connect(s, (struct sockaddr*)&a, sizeof a);
+    int err = rc < 0 ? errno : 0;
+    struct pollfd p = {s, POLLOUT, 0};
+    poll(&p, 1, 5000);
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    printf("nonblocking rc %d errno %d so_error %d\n", rc, err, soerr);
+    int b = socket(AF_INET, SOCK_STREAM, 0);
+    rc = connect(b, (struct sockaddr*)&a, sizeof a);
+    printf("blocking rc %d errno %d\n", rc, rc < 0 ? errno : 0);
+    return 0;
+  }
+  if (!strcmp(mode, "threads") && argc > 2) {
+    int n = atoi(argv[2]);
+    pthread_t t[64];
+    if (n > 64) n = 64;
+    for (int i = 0; i < n; ++i) pthread_create(&t[i], NULL, open_thread, NULL);
+    for (int i = 0; i < n; ++i) pthread_join(t[i], NULL);
+    printf("threads %d\n", n);
+    return 0;
+  }
+  if (!strcmp(mode, "stop-self")) {
+    raise(SIGSTOP);
+    printf("resumed\n");
+    return 0;
+  }
+  return 2;
+}

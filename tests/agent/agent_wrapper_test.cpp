@@ -1,0 +1,251 @@
+// sidetrace-agent as a transparent init: exit codes, signals, job control,
+// zombie reaping, stdio and terminals, fail-open. Drives the built binary.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "tests/agent/agent_harness.h"
+
+using namespace agent_test;
+
+namespace {
+
+// The agent's direct child (the workload), or 0.
+pid_t WorkloadOf(pid_t agent) {
+  std::string kids = ReadFile("/proc/" + std::to_string(agent) + "/task/" + std::to_string(agent) + "/children");
+  return kids.empty() ? 0 : static_cast<pid_t>(std::stol(kids));
+}
+
+}  // namespace
+
+TEST_CASE("agent_exit_codes follow the workload like a shell") {
+  TempDir dir;
+  CHECK(RunAgent(dir, {}, {"true"}).ExitCode() == 0);
+  CHECK(RunAgent(dir, {}, {"sh", "-c", "exit 7"}).ExitCode() == 7);
+  Child nf = RunAgent(dir, {}, {"sidetrace-no-such-program"});
+  CHECK(nf.ExitCode() == 127);
+  CHECK(nf.Err().find("sidetrace-no-such-program: not found") != std::string::npos);
+  CHECK(RunAgent(dir, {}, {"/etc/passwd"}).ExitCode() == 126);
+  CHECK(RunAgent(dir, {}, {"sh", "-c", "kill -9 $$"}).ExitCode() == 137);
+  CHECK(RunAgent(dir, {}, {"sh", "-c", "kill -TERM $$"}).ExitCode() == 143);
+  // Untraced init mode gives the same answers.
+  CHECK(RunAgent(dir, {"--mode=off"}, {"sh", "-c", "exit 7"}).ExitCode() == 7);
+}
+
+TEST_CASE("agent_stdio passes stdin, stdout and the environment through") {
+  TempDir dir;
+  {
+    std::ofstream(dir / "input") << "line one\nline two\n";
+  }
+  Child c = RunAgent(dir, {}, {"cat"}, dir / "input");
+  CHECK(c.ExitCode() == 0);
+  CHECK(c.Out() == "line one\nline two\n");
+  CHECK(c.Err().empty());
+  setenv("SIDETRACE_TEST_MARKER", "marker-value", 1);
+  Child e = RunAgent(dir, {}, {"sh", "-c", "echo $SIDETRACE_TEST_MARKER; pwd"});
+  unsetenv("SIDETRACE_TEST_MARKER");
+  char cwd[4096];
+  REQUIRE(getcwd(cwd, sizeof cwd));
+  CHECK(e.Out() == std::string("marker-value\n") + cwd + "\n");
+}
+
+TEST_CASE("agent_signals sent to the agent reach the workload") {
+  TempDir dir;
+  Child c = Start(dir, {AgentPath(), "--", "sh", "-c",
+                        "trap 'echo USR1' USR1; trap 'echo TERM; exit 3' TERM; echo ready; "
+                        "i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9"});
+  REQUIRE(WaitFor([&] { return c.Out().find("ready") != std::string::npos; }));
+  kill(c.pid, SIGUSR1);
+  REQUIRE(WaitFor([&] { return c.Out().find("USR1") != std::string::npos; }));
+  kill(c.pid, SIGTERM);
+  REQUIRE(c.Wait());
+  CHECK(c.ExitCode() == 3);
+  CHECK(c.Out() == "ready\nUSR1\nTERM\n");
+}
+
+TEST_CASE("agent_job_control SIGSTOP and SIGCONT behave as without the agent") {
+  TempDir dir;
+  Child c = Start(dir, {AgentPath(), "--", WorkloadPath(), "stop-self"});
+  pid_t w = 0;
+  REQUIRE(WaitFor([&] {
+    w = WorkloadOf(c.pid);
+    char st = w ? ProcState(w) : 0;
+    return st == 'T' || st == 't';
+  }));
+  // Stopped, and stays stopped: nothing printed, the agent still running.
+  CHECK(c.Out().empty());
+  CHECK(waitpid(c.pid, nullptr, WNOHANG) == 0);
+  kill(c.pid, SIGCONT);  // forwarded
+  REQUIRE(c.Wait());
+  CHECK(c.ExitCode() == 0);
+  CHECK(c.Out() == "resumed\n");
+
+  // A stop sent straight to the workload, continued straight too.
+  Child e = Start(dir, {AgentPath(), "--", "sh", "-c", "echo ready; sleep 1; echo done"});
+  REQUIRE(WaitFor([&] { return e.Out() == "ready\n"; }));
+  pid_t sh = WorkloadOf(e.pid);
+  REQUIRE(sh != 0);
+  kill(sh, SIGSTOP);
+  REQUIRE(WaitFor([&] { char s = ProcState(sh); return s == 'T' || s == 't'; }));
+  kill(sh, SIGCONT);
+  REQUIRE(e.Wait());
+  CHECK(e.ExitCode() == 0);
+  CHECK(e.Out() == "ready\ndone\n");
+}
+
+TEST_CASE("agent_reaping: orphans are reaped, as subreaper and as PID 1") {
+  TempDir dir;
+  // The orphan's pid is printed; the workload then polls until it is gone
+  // from /proc (reaped by the agent) or 20 s pass.
+  const std::string script =
+      "p=$(sh -c 'sleep 0.2 >/dev/null & echo $!'); i=0; "
+      "while [ -e /proc/$p ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+      "if [ -e /proc/$p ]; then echo zombie; else echo reaped; fi";
+  Child c = RunAgent(dir, {}, {"sh", "-c", script});
+  CHECK(c.ExitCode() == 0);
+  CHECK(c.Out() == "reaped\n");
+  if (access("/usr/bin/unshare", X_OK) == 0 && geteuid() == 0) {
+    Child u = Start(dir, {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", AgentPath(), "--", "sh", "-c",
+                          "echo pid=$PPID; " + script});
+    REQUIRE(u.Wait());
+    CHECK(u.ExitCode() == 0);
+    CHECK(u.Out() == "pid=1\nreaped\n");
+  }
+}
+
+TEST_CASE("agent_pty: the workload gets the terminal and ^C reaches it") {
+  TempDir dir;
+  const std::string py = dir / "pty_driver.py";
+  std::ofstream(py) << R"(
+import os, pty, sys, time, select
+agent = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(agent, [agent, "--", "sh", "-c", "test -t 0 && echo isatty; tty; echo ready; sleep 30; echo late"])
+buf = b""
+deadline = time.time() + 30
+sent = 0
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+    # ^C until the workload dies: one typed before sh has started sleep can
+    # be taken by sh itself (dash catches SIGINT under -c).
+    if b"ready" in buf and time.time() - sent > 0.5:
+        os.write(fd, b"\x03")
+        sent = time.time()
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+else:
+    os.kill(pid, 9)
+    done, status = os.waitpid(pid, 0)
+if not done:
+    done, status = os.waitpid(pid, 0)
+print(buf.decode(errors="replace").replace("\r", ""))
+print("exit", os.waitstatus_to_exitcode(status))
+)";
+  Child c = Start(dir, {"/usr/bin/python3", py, AgentPath()});
+  REQUIRE(c.Wait());
+  std::string out = c.Out();
+  INFO(out << c.Err());
+  CHECK(out.find("isatty") != std::string::npos);
+  CHECK(out.find("/dev/pts/") != std::string::npos);
+  CHECK(out.find("late") == std::string::npos);
+  CHECK(out.find("exit 130") != std::string::npos);
+}
+
+TEST_CASE("agent_job_control under an interactive shell: ^Z stops the job, fg resumes it") {
+  TempDir dir;
+  if (access("/bin/bash", X_OK) != 0) return;
+  const std::string py = dir / "jc_driver.py";
+  std::ofstream(py) << R"(
+import os, pty, sys, time, select
+agent = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+buf = b""
+def expect(pattern, timeout=30):
+    global buf
+    end = time.time() + timeout
+    while time.time() < end:
+        if pattern in buf:
+            return True
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try: buf += os.read(fd, 4096)
+            except OSError: return False
+    return False
+# Quotes split the words so that the terminal's echo of the command line
+# does not match what the workload prints.
+os.write(fd, f"{agent} -- sh -c 'echo st\"\"arted; sleep 2; echo fin\"\"ished'\n".encode())
+ok = expect(b"started")
+# ^Z until the job stops: one typed while sh is still starting `sleep` can be
+# lost by sh itself (the same happens without the agent).
+for _ in range(40):
+    os.write(fd, b"\x1a")
+    if expect(b"Stopped", 0.5):
+        break
+ok = ok and expect(b"Stopped", 1)
+os.write(fd, b"fg\n")
+ok = ok and expect(b"finished")
+os.write(fd, b"echo rc=$?\n")
+ok = ok and expect(b"rc=0")
+os.write(fd, b"exit\n")
+end = time.time() + 10
+while time.time() < end and os.waitpid(pid, os.WNOHANG)[0] == 0:
+    expect(b"\0", 0.1)
+# On failure bash may refuse to exit over a stopped job: end the session
+# (bash, the agent and its workload) that this driver started.
+os.system(f"pkill -KILL -s {pid}")
+print(buf.decode(errors="replace").replace("\r", ""))
+print("ok" if ok else "FAILED")
+)";
+  Child c = Start(dir, {"/usr/bin/python3", py, AgentPath()});
+  REQUIRE(c.Wait(std::chrono::seconds(120)));
+  INFO(c.Out() << c.Err());
+  CHECK(c.Out().find("\nok\n") != std::string::npos);
+}
+
+TEST_CASE("agent_fail_open: untraceable workloads still run, or not with --fail-closed") {
+  TempDir dir;
+  if (access("/usr/bin/strace", X_OK) != 0) return;
+  // Under strace -f the agent's child is already traced, so PTRACE_SEIZE fails.
+  Child open = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--", "sh", "-c", "echo ran; exit 5"});
+  REQUIRE(open.Wait());
+  CHECK(open.ExitCode() == 5);
+  CHECK(open.Out() == "ran\n");
+  CHECK(open.Err().find("cannot trace the workload") != std::string::npos);
+  Child closed = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--fail-closed", "--", "sh",
+                             "-c", "echo ran; exit 5"});
+  REQUIRE(closed.Wait());
+  CHECK(closed.ExitCode() != 5);
+  CHECK(closed.ExitCode() != 0);
+  CHECK(closed.Out().empty());
+}
+
+TEST_CASE("agent_flags: --help, bad flags and SIDETRACE_ environment") {
+  TempDir dir;
+  Child h = Start(dir, {AgentPath(), "--help"});
+  REQUIRE(h.Wait());
+  CHECK(h.ExitCode() == 0);
+  CHECK(h.Out().find("--events-out") != std::string::npos);
+  Child bad = Start(dir, {AgentPath(), "--mode=bogus", "--", "true"});
+  REQUIRE(bad.Wait());
+  CHECK(bad.ExitCode() == 2);
+  CHECK(bad.Err().find("--mode") != std::string::npos);
+  Child env = Start(dir, {"/usr/bin/env", "SIDETRACE_EVENTS_OUT=" + (dir / "ev.json"), AgentPath(), "--", "true"});
+  REQUIRE(env.Wait());
+  CHECK(env.ExitCode() == 0);
+  CHECK(ReadFile(dir / "ev.json").find("\"evt.type\":\"execve\"") != std::string::npos);
+}

@@ -1,0 +1,76 @@
+// ParseBatch and friends on inline inputs: the stored alert text is the
+// sender's alert, compacted to one line, with Falco's priority spelling.
+#include <catch2/catch.hpp>
+
+#include "backend/alert.h"
+
+using namespace sidetrace::backend;
+using json = nlohmann::json;
+
+TEST_CASE("backend_alert: stored text is the sender's alert on one line", "[unit]") {
+  std::string body = R"({
+    "agent": {"id": "a1", "container.id": "c1"},
+    "\u0065vents": [
+      {
+        "uuid": "u1", "time": "2026-11-26T00:00:00.000000001Z", "rule": "R \"q\" {x}",
+        "priority": "warning", "output": "line1\nline2 [ok]",
+        "output_fields": {"evt.time": 1795651200000000001, "fd.name": "/etc/shadow", "x": 1.50},
+        "tags": ["a", "b"]
+      },
+      {"uuid":"u2","time":"2026-11-26T01:00:00+01:00","rule":"R2","priority":"Critical","output_fields":{"k":"v"}}
+    ],
+    "stats": {"events_seen": 9, "drops": 2}
+  })";
+  auto b = ParseBatch(body);
+  REQUIRE(b.ok());
+  REQUIRE(b->alerts.size() == 2);
+  const Alert& a = b->alerts[0];
+  CHECK(a.uuid == "u1");
+  CHECK(a.priority == "Warning");
+  CHECK(a.priority_index == 4);
+  CHECK(a.time_ns == 1795651200000000001);
+  CHECK(a.agent_id == "a1");
+  CHECK(a.container_id == "c1");
+  CHECK(a.json.find('\n') == std::string::npos);
+  json j = json::parse(a.json);
+  CHECK(j["priority"] == "Warning");
+  CHECK(j["rule"] == "R \"q\" {x}");
+  CHECK(j["output"] == "line1\nline2 [ok]");
+  CHECK(j["output_fields"]["evt.time"].get<int64_t>() == 1795651200000000001);
+  CHECK(b->alerts[1].json ==
+        R"({"uuid":"u2","time":"2026-11-26T01:00:00+01:00","rule":"R2","priority":"Critical","output_fields":{"k":"v"}})");
+  CHECK(b->alerts[1].time_ns == b->alerts[0].time_ns - 1);
+  REQUIRE(b->agents.size() == 1);
+  CHECK(b->agents[0].events_seen == 9);
+  CHECK(b->agents[0].drops == 2);
+  CHECK(b->agents[0].alerts == -1);
+}
+
+TEST_CASE("backend_alert: reasons for bad input", "[unit]") {
+  auto reason = [](const std::string& body) {
+    auto b = ParseBatch(body);
+    return b.ok() ? std::string("ok") : b.status().message();
+  };
+  CHECK(reason(R"({"events":[]})") == "ok");
+  CHECK(reason(R"({"events":[1]})") == "events[0]: must be an object");
+  CHECK(reason(R"({"events":[{"uuid":"u","time":"2026-11-26T00:00:00Z","rule":"r","priority":"Info","output_fields":{"a":1},"tags":"x"}]})") ==
+        "events[0].tags: must be an array");
+  CHECK(reason(R"({"events":[{"uuid":"u","time":"2026-11-26T00:00:00Z","rule":"r","priority":"Info","output_fields":[1]}]})") ==
+        "events[0].output_fields: required non-empty object");
+  CHECK(reason(R"({"events":[], "stats": 3})") == "stats: must be an object");
+  CHECK(reason(R"({"events":[], "agents": {}})") == "agents: must be an array");
+  CHECK(reason(R"({"events":[], "agents": [{"id": "a"}, {"hostname": "h"}]})") == "agents[1].id: required string");
+  CHECK(reason(R"({"events":[]} x)") == "body: malformed JSON");
+  CHECK(reason("") == "body: malformed JSON");
+}
+
+TEST_CASE("backend_alert: RFC 3339 round trip", "[unit]") {
+  int64_t ns = 0;
+  REQUIRE(ParseRfc3339("2026-11-26T00:15:20.123456789Z", &ns));
+  CHECK(FormatRfc3339(ns) == "2026-11-26T00:15:20.123456789Z");
+  REQUIRE(ParseRfc3339("2026-11-26T02:15:20.5+02:00", &ns));
+  CHECK(FormatRfc3339(ns) == "2026-11-26T00:15:20.500000000Z");
+  CHECK(!ParseRfc3339("2026-11-26 00:15:20", &ns));
+  CHECK(!ParseRfc3339("2026-13-26T00:15:20Z", &ns));
+  CHECK(!ParseRfc3339("2026-11-26T00:15:20.Z", &ns));
+}

@@ -1,0 +1,133 @@
+#include <catch2/catch.hpp>
+
+#include "common/link/protocol.h"
+
+using namespace sidetrace::link;
+using nlohmann::json;
+
+namespace {
+
+json Alert() {
+  return {{"uuid", "u-1"}, {"rule", "Read sensitive file untrusted"}, {"priority", "Warning"},
+          {"time", "2026-01-01T00:00:00.123456789Z"}, {"output", "o"},
+          {"output_fields", {{"fd.name", "/etc/shadow"}}}, {"source", "syscall"}};
+}
+
+// A frame whose body is the given JSON value, CBOR-encoded, unvalidated.
+std::string RawFrame(const json& body, uint8_t version = kProtocolVersion) {
+  std::vector<uint8_t> cbor = json::to_cbor(body);
+  uint32_t len = static_cast<uint32_t>(cbor.size() + 1);
+  std::string out = {char(len >> 24), char(len >> 16), char(len >> 8), char(len), char(version)};
+  out.append(cbor.begin(), cbor.end());
+  return out;
+}
+
+std::string DecodeError(const std::string& frame) {
+  FrameDecoder d;
+  d.Append(frame.data(), frame.size());
+  auto r = d.Next();
+  if (r.ok()) return r->has_value() ? "ok" : "incomplete";
+  return r.status().message();
+}
+
+}  // namespace
+
+TEST_CASE("every message type round-trips through a frame", "[link]") {
+  std::vector<Policy> policies = {{"falco_rules.yaml", "- rule: a\n"}, {"extra.yaml", ""}};
+  std::vector<Message> all = {
+      MakeHello("agent-1", "0.1.0", "k", "host", {{"aws.ecs.cluster", "arn:c"}}),
+      MakeWelcome(policies, 5000), MakeReject("wrong access key"), MakeAlert(42, Alert()),
+      MakeAck(42), MakeStats({{"events", {{"openat", 10}}}}), MakeHeartbeat(123),
+      MakePolicyUpdate(policies)};
+  std::string stream;
+  for (const auto& m : all) stream += EncodeFrame(m);
+  // Fed one byte at a time: headers and bodies split everywhere.
+  FrameDecoder d;
+  std::vector<Message> got;
+  for (char c : stream) {
+    d.Append(&c, 1);
+    for (;;) {
+      auto r = d.Next();
+      REQUIRE(r.ok());
+      if (!r->has_value()) break;
+      got.push_back(std::move(**r));
+    }
+  }
+  REQUIRE(got.size() == all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    CHECK(got[i].type == all[i].type);
+    CHECK(got[i].body == all[i].body);
+  }
+  CHECK(PoliciesOf(got[1]) == policies);
+  CHECK(got[3].body["alert"] == Alert());
+  CHECK(d.buffered() == 0);
+}
+
+TEST_CASE("frames are validated with a reason", "[link]") {
+  CHECK(DecodeError(std::string("\0\0\0\0", 4)) == "frame: length 0");
+  CHECK(DecodeError(std::string("\x00\x20\x00\x00", 4)) ==
+        "frame: length 2097152 exceeds the cap of 1048576 bytes");
+  CHECK(DecodeError(RawFrame({{"type", "ack"}, {"seq", 1}}, 2)) ==
+        "frame: protocol version 2 not supported (this side speaks 1)");
+  CHECK(DecodeError(RawFrame(json::array({1, 2}))) == "frame: payload is not a map");
+  CHECK(DecodeError(RawFrame({{"seq", 1}})) == "frame: no string 'type'");
+  CHECK(DecodeError(RawFrame({{"type", "launch"}})) == "frame: unknown type 'launch'");
+  CHECK(DecodeError(RawFrame({{"type", "ack"}, {"seq", -1}})) == "ack: field 'seq' must be an unsigned integer");
+  CHECK(DecodeError(RawFrame({{"type", "alert"}, {"seq", 0}, {"alert", Alert()}})) ==
+        "alert: field 'seq' must be an integer >= 1");
+  json no_uuid = Alert();
+  no_uuid.erase("uuid");
+  CHECK(DecodeError(RawFrame({{"type", "alert"}, {"seq", 1}, {"alert", no_uuid}})) ==
+        "alert: alert.uuid must be a non-empty string");
+  json bad_fields = Alert();
+  bad_fields["output_fields"] = "x";
+  CHECK(DecodeError(RawFrame({{"type", "alert"}, {"seq", 1}, {"alert", bad_fields}})) ==
+        "alert: alert.output_fields must be an object");
+  CHECK(DecodeError(RawFrame({{"type", "hello"}, {"agent_id", ""}, {"version", "1"}, {"access_key", "k"},
+                              {"hostname", "h"}})) == "hello: field 'agent_id' has 0 bytes, allowed 1..256");
+  CHECK(DecodeError(RawFrame({{"type", "hello"}, {"agent_id", "a"}, {"version", "1"}, {"hostname", "h"}})) ==
+        "hello: field 'access_key' must be a string");
+  CHECK(DecodeError(RawFrame({{"type", "welcome"}, {"policies", {{{"name", "a"}}}}})) ==
+        "welcome: policies[0] must be an object with string 'name' and 'yaml'");
+  CHECK(DecodeError(RawFrame({{"type", "stats"}, {"stats", 3}})) == "stats: field 'stats' must be an object");
+  CHECK(DecodeError(RawFrame({{"type", "heartbeat"}})) == "ok");
+}
+
+TEST_CASE("malformed CBOR, trailing bytes and deep nesting are errors", "[link]") {
+  std::string truncated = RawFrame({{"type", "heartbeat"}});
+  truncated[3] = static_cast<char>(truncated[3] - 1);  // claim one byte less
+  truncated.pop_back();
+  CHECK(DecodeError(truncated) == "frame: malformed CBOR");
+  std::string trailing = RawFrame({{"type", "heartbeat"}});
+  trailing[3] = static_cast<char>(trailing[3] + 1);
+  trailing.push_back('\0');
+  CHECK(DecodeError(trailing) == "frame: malformed CBOR");
+  // 100,000 nested one-element arrays: must not recurse 100,000 deep.
+  std::string deep(100000, '\x81');
+  deep.push_back('\x01');
+  uint32_t len = static_cast<uint32_t>(deep.size() + 1);
+  std::string frame = {char(len >> 24), char(len >> 16), char(len >> 8), char(len), char(1)};
+  CHECK(DecodeError(frame + deep) == "frame: nesting deeper than 32");
+  // A map declaring 2^63 entries (found by the fuzzer: nlohmann throws).
+  std::string huge = {char(0), char(0), char(0), char(10), char(1), char(0xbb), char(0x7f)};
+  huge.append(7, char(0xff));
+  CHECK(DecodeError(huge) == "frame: malformed CBOR");
+}
+
+TEST_CASE("a decoder error is sticky", "[link]") {
+  FrameDecoder d;
+  std::string bad = RawFrame({{"type", "nope"}}) + EncodeFrame(MakeAck(1));
+  d.Append(bad.data(), bad.size());
+  REQUIRE_FALSE(d.Next().ok());
+  auto again = d.Next();
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.status().message() == "frame: unknown type 'nope'");
+}
+
+TEST_CASE("invalid UTF-8 from CBOR is dumped, not thrown", "[link]") {
+  json alert = Alert();
+  alert["output"] = std::string("bad \xff byte");
+  auto m = DecodeBody(EncodeFrame(MakeAlert(1, alert)).substr(kHeaderBytes));
+  REQUIRE(m.ok());
+  CHECK(DumpJson(m->body["alert"]["output"]) == "\"bad \xef\xbf\xbd byte\"");
+}
