@@ -488,30 +488,13 @@ struct Tracer::Impl {
         }
         return;
       case 0:
-        // Signal-delivery stop: deliver the signal as if untraced. A stop
-        // signal held here is not "pending" to the kernel, so a SIGCONT sent
-        // meanwhile did not discard it as it would without a tracer
-        // (signal(7)); drop it then, or the process would stop for good.
-        if ((sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) && ContPending(tid)) sig = 0;
+        // Signal-delivery stop: deliver the signal as if untraced.
         ptrace(PTRACE_CONT, tid, 0, sig);
         return;
       default:
         ptrace(PTRACE_CONT, tid, 0, 0);
         return;
     }
-  }
-
-  // Whether SIGCONT is pending for the thread or its process.
-  static bool ContPending(pid_t tid) {
-    std::string text;
-    if (!ReadSmallFile("/proc/" + std::to_string(tid) + "/status", 8192, &text)) return false;
-    for (const char* key : {"\nSigPnd:", "\nShdPnd:"}) {
-      size_t at = text.find(key);
-      if (at == std::string::npos) continue;
-      unsigned long long mask = strtoull(text.c_str() + at + strlen(key), nullptr, 16);
-      if (mask & (1ull << (SIGCONT - 1))) return true;
-    }
-    return false;
   }
 
   void OnClone(pid_t parent_tid, pid_t new_tid, int event) {
