@@ -90,6 +90,13 @@ TEST_CASE("agent_job_control SIGSTOP and SIGCONT behave as without the agent") {
   REQUIRE(sh != 0);
   kill(sh, SIGSTOP);
   REQUIRE(WaitFor([&] { char s = ProcState(sh); return s == 'T' || s == 't'; }));
+  // The stop is first a ptrace signal-delivery stop ('t' too) until the
+  // agent re-injects it. A SIGCONT that lands in that window is lost (the
+  // stop then wins): a known race, see docs/agent.md. The stop must still
+  // hold 300 ms later, which also lets the agent finish re-injecting.
+  usleep(300 * 1000);
+  char held = ProcState(sh);
+  CHECK((held == 'T' || held == 't'));
   kill(sh, SIGCONT);
   REQUIRE(e.Wait());
   CHECK(e.ExitCode() == 0);
