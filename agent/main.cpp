@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   sink.SetContainerSource(&container);
 
   std::unique_ptr<agent::RulesRunner> rules;
-  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
+  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve, !f.orchestrator.empty()};
   auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
   if (r.ok()) {
     rules = std::move(r).value();

@@ -50,13 +50,21 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
     return Status::InvalidArgument(fmt::format("--resolve: expected dns, hosts or off, got '{}'", options.resolve));
   }
   std::vector<std::string> paths = options.paths;
+  bool await_push = false;
   if (paths.empty()) {
     std::string bundled = BundledPolicies();
-    if (bundled.empty()) return Status::NotFound("no --rules given and no bundled policies/ folder found");
-    paths.push_back(bundled);
+    if (!bundled.empty()) {
+      paths.push_back(bundled);
+    } else if (options.policies_pushed) {
+      // A wrapped container often holds only the agent binary: its rules
+      // come from the orchestrator's welcome.
+      await_push = true;
+    } else {
+      return Status::NotFound("no --rules given and no bundled policies/ folder found");
+    }
   }
   rules::LoadReport report;
-  auto engine = rules::Engine::LoadFiles(paths, lo, &report);
+  auto engine = await_push ? rules::Engine::LoadSources({}, lo, &report) : rules::Engine::LoadFiles(paths, lo, &report);
   for (const auto& w : report.warnings) log::Warn("rules warning", "detail={}", log::Quote(w.ToString()));
   if (!engine.ok()) {
     std::string first = report.errors.empty() ? engine.status().message() : report.errors.front().ToString();
@@ -72,8 +80,12 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
     if (r->fd_ < 0) return Status::IoError(fmt::format("--alerts-out {}: {}", options.alerts_out, strerror(errno)));
     r->owns_fd_ = true;
   }
-  log::Info("rules loaded", "rules={} skipped={} paths={}", r->engine_->rules().size(), report.rules_skipped.size(),
-            log::Quote(fmt::format("{}", fmt::join(paths, ","))));
+  if (await_push) {
+    log::Info("no local rules: waiting for the orchestrator's policies");
+  } else {
+    log::Info("rules loaded", "rules={} skipped={} paths={}", r->engine_->rules().size(),
+              report.rules_skipped.size(), log::Quote(fmt::format("{}", fmt::join(paths, ","))));
+  }
   return r;
 }
 

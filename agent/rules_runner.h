@@ -36,6 +36,9 @@ class RulesRunner {
     std::string alerts_out = "-";    // "-" is stderr
     std::string min_priority = "debug";
     std::string resolve = "hosts";   // dns|hosts|off, for fd.sip.name
+    // Policies will come from the orchestrator: without local rules, start
+    // with none instead of failing.
+    bool policies_pushed = false;
   };
   static Result<std::unique_ptr<RulesRunner>> Create(const Options& options);
   ~RulesRunner();
