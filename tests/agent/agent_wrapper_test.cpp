@@ -202,6 +202,11 @@ def expect(pattern, timeout=30):
 # does not match what the workload prints.
 os.write(fd, f"{agent} -- sh -c 'echo st\"\"arted; sleep 2; echo fin\"\"ished'\n".encode())
 ok = expect(b"started")
+# Let sh start `sleep` first. A ^Z that lands between sh's vfork and the
+# child's exec stops the vfork child while sh waits, unstoppable, for it: the
+# job never reports a stop (the same happens without the agent, but tracing
+# makes that window wider).
+time.sleep(0.5)
 # ^Z until the job stops: one typed while sh is still starting `sleep` can be
 # lost by sh itself (the same happens without the agent).
 for _ in range(40):
