@@ -6,6 +6,7 @@
 #include <cctype>
 #include <ctime>
 #include <iterator>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -587,47 +588,22 @@ Status Decode(std::string_view encoding, std::string_view body, size_t max_bytes
     return Status::Ok();
   }
   if (IEquals(encoding, "zstd")) {
-    ZSTD_DStream* ds = ZSTD_createDStream();
+    std::unique_ptr<ZSTD_DStream, size_t (*)(ZSTD_DStream*)> ds(ZSTD_createDStream(), ZSTD_freeDStream);
+    if (!ds) return Status::Internal("zstd: out of memory");
     ZSTD_inBuffer in{body.data(), body.size(), 0};
     char buf[64 * 1024];
-    size_t rc = 1;
-    while (in.pos < in.size) {
+    // One call per output buffer, while input remains or the decoder still
+    // holds output; frames may follow one another (zstd allows it).
+    for (;;) {
       ZSTD_outBuffer ob{buf, sizeof buf, 0};
-      rc = ZSTD_decompressStream(ds, &ob, &in);
-      if (ZSTD_isError(rc)) {
-        ZSTD_freeDStream(ds);
-        return Status::InvalidArgument("body: corrupt zstd data");
-      }
+      size_t rc = ZSTD_decompressStream(ds.get(), &ob, &in);
+      if (ZSTD_isError(rc)) return Status::InvalidArgument("body: corrupt zstd data");
       out->append(buf, ob.pos);
-      if (out->size() > max_bytes) {
-        ZSTD_freeDStream(ds);
-        return Status::Unavailable("decompressed body too large");
-      }
-      if (rc == 0 && in.pos < in.size) {
-        // Another frame follows: zstd allows concatenation.
-        continue;
-      }
+      if (out->size() > max_bytes) return Status::Unavailable("decompressed body too large");
+      if (in.pos < in.size) continue;
+      if (rc == 0) return Status::Ok();  // the last frame is complete
+      if (ob.pos == 0) return Status::InvalidArgument("body: truncated zstd data");
     }
-    // Flush what is still buffered.
-    while (rc != 0) {
-      ZSTD_outBuffer ob{buf, sizeof buf, 0};
-      rc = ZSTD_decompressStream(ds, &ob, &in);
-      if (ZSTD_isError(rc)) {
-        ZSTD_freeDStream(ds);
-        return Status::InvalidArgument("body: corrupt zstd data");
-      }
-      out->append(buf, ob.pos);
-      if (out->size() > max_bytes) {
-        ZSTD_freeDStream(ds);
-        return Status::Unavailable("decompressed body too large");
-      }
-      if (ob.pos == 0 && rc != 0) {
-        ZSTD_freeDStream(ds);
-        return Status::InvalidArgument("body: truncated zstd data");
-      }
-    }
-    ZSTD_freeDStream(ds);
-    return Status::Ok();
   }
   return Status::InvalidArgument(fmt::format("Content-Encoding: unsupported \"{}\"", encoding));
 }

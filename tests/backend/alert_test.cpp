@@ -1,5 +1,7 @@
 // ParseBatch and friends on inline inputs: the stored alert text is the
 // sender's alert, compacted to one line, with Falco's priority spelling.
+#include <zstd.h>
+
 #include <catch2/catch.hpp>
 
 #include "backend/alert.h"
@@ -73,4 +75,29 @@ TEST_CASE("backend_alert: RFC 3339 round trip", "[unit]") {
   CHECK(!ParseRfc3339("2026-11-26 00:15:20", &ns));
   CHECK(!ParseRfc3339("2026-13-26T00:15:20Z", &ns));
   CHECK(!ParseRfc3339("2026-11-26T00:15:20.Z", &ns));
+}
+
+namespace {
+std::string ZstdFrame(const std::string& text) {
+  std::string out(ZSTD_compressBound(text.size()), '\0');
+  size_t n = ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 3);
+  REQUIRE_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("backend_alert: zstd bodies, concatenated, truncated, over the limit", "[unit]") {
+  std::string big(200 * 1024, 'a');  // more than one 64 KiB output buffer
+  std::string out;
+  REQUIRE(Decode("zstd", ZstdFrame(big) + ZstdFrame("tail"), 1 << 20, &out).ok());
+  CHECK(out == big + "tail");
+  std::string frame = ZstdFrame(big);
+  out.clear();
+  sidetrace::Status truncated = Decode("zstd", frame.substr(0, frame.size() - 3), 1 << 20, &out);
+  CHECK(truncated.message() == "body: truncated zstd data");
+  out.clear();
+  CHECK(Decode("zstd", "", 1 << 20, &out).message() == "body: truncated zstd data");
+  out.clear();
+  CHECK(Decode("zstd", frame, 100 * 1024, &out).message() == "decompressed body too large");
 }
