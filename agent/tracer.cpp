@@ -108,6 +108,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -607,17 +608,19 @@ struct Tracer::Impl {
 
   // --- seccomp notifications ------------------------------------------------
 
-  void Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
+  // False when the reply did not reach the caller (ENOENT: it was killed,
+  // and its notification with it).
+  bool Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
     seccomp_notif_resp resp{};
     resp.id = id;
     resp.val = val;
     resp.error = error;
     resp.flags = flags;
-    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0 && errno != ENOENT) {
-      log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
-    }
+    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0) return true;
+    if (errno != ENOENT) log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
+    return false;
   }
-  void Continue(uint64_t id) { Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
+  bool Continue(uint64_t id) { return Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
   bool StillValid(uint64_t id) { return ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
 
   void HandleNotification() {
@@ -662,7 +665,7 @@ struct Tracer::Impl {
   void OnOpen(const seccomp_notif& req, Proc* p, EventType type, int dirfd, uint64_t path_addr, uint64_t flags,
               uint64_t mode, uint64_t resolve, bool is_openat2) {
     const pid_t tid = static_cast<pid_t>(req.pid);
-    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0 || !StillValid(req.id)) {
+    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0) {
       Continue(req.id);  // bad pointer or gone: the kernel answers
       return;
     }
@@ -677,7 +680,10 @@ struct Tracer::Impl {
         may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
       }
       if (!may_match) {
-        Continue(req.id);
+        // A reply that reaches the caller proves the memory read above was
+        // the caller's (its pid cannot be reused while it waits), which
+        // saves SECCOMP_IOCTL_NOTIF_ID_VALID here.
+        if (!Continue(req.id)) return;
         ++stats_.opens_fast;
         if (wanted) {
           ev.SetArg("res", "unknown");
@@ -685,6 +691,10 @@ struct Tracer::Impl {
         }
         return;
       }
+    }
+    if (!StillValid(req.id)) {
+      Continue(req.id);
+      return;
     }
     OpenRequest r;
     r.tid = tid;
@@ -997,8 +1007,14 @@ struct Tracer::Impl {
       }
     }
     sink->Flush();
-    log::Info("tracing finished", "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={}",
-              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback);
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
+    log::Info("tracing finished",
+              "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} cpu_user_us={} "
+              "cpu_sys_us={}",
+              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
+              us(ru.ru_utime), us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };
