@@ -677,8 +677,25 @@ void Engine::BeginEvent() const {
   if (ctx.memo_epoch.size() < memo_slots_) {
     ctx.memo_epoch.resize(memo_slots_, 0);
     ctx.memo_value.resize(memo_slots_, 0);
+    ctx.may_epoch.resize(memo_slots_, 0);
+    ctx.may_value.resize(memo_slots_, Tri::kUnknown);
   }
   ++ctx.epoch;
+}
+
+bool Engine::MayMatch(const event::Event& e) const {
+  size_t t = static_cast<size_t>(e.type);
+  if (t >= event::kEventTypeCount) return false;
+  BeginEvent();
+  EvalContext& ctx = t_ctx;
+  ctx.x.event = &e;
+  for (const RuleSlot& slot : by_type_[t]) {
+    ctx.x.resolver = slot.needs_names ? resolver_.get() : nullptr;
+    Tri r = static_cast<const CompiledRules::Compiled*>(slot.filter)->filter->May(ctx);
+    if (ctx.x.names) ctx.x.names.reset();
+    if (r != Tri::kFalse) return true;
+  }
+  return false;
 }
 
 bool Engine::Matches(const RuleSlot& slot, const event::Event& e) const {

@@ -95,12 +95,24 @@ struct ExtractContext {
   // never need it, and taking it locks a mutex).
   mutable std::shared_ptr<const ResolvedNames> names;
   const ResolvedNames* Names() const;
+  // When not 0, stands for event->fd.typechar (MayMatch tries 'f' and 'd'
+  // for an open whose target is not known yet).
+  char typechar = 0;
 };
 
 // Extracts value number `k` (0 for single-valued fields; ancestors and
 // address names count up until false). Returns false when there is no such
 // value (<NA>). `scratch` receives text that does not exist in the event.
 bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out);
+
+// When a field's value is known, for Engine::MayMatch.
+enum class Known : uint8_t {
+  kAtEntry,      // from the arguments or the process: known before the call
+  kFileType,     // from what an open opened: a file ('f') or a directory ('d')
+  kAfterResult,  // from the return value: evt.res, fd.num of an open...
+};
+// When field `f` of an event of type `type` is known (see rules.h).
+Known WhenKnown(const BoundField& f, event::EventType type);
 
 // Renders a value as Falco prints it; appends to *out.
 void AppendValueText(const FieldValue& v, std::string* out);

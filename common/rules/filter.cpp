@@ -144,6 +144,7 @@ class ConstFilter : public Filter {
  public:
   explicit ConstFilter(bool v) : v_(v) {}
   bool Eval(EvalContext&) const override { return v_; }
+  Tri May(EvalContext&) const override { return v_ ? Tri::kTrue : Tri::kFalse; }
   int Cost() const override { return 0; }
   bool value() const { return v_; }
 
@@ -178,6 +179,17 @@ class BoolFilter : public Filter {
     }
     return kIsAnd;
   }
+  // False and Unknown = False, True or Unknown = True.
+  Tri May(EvalContext& ctx) const override {
+    constexpr Tri kDecides = kIsAnd ? Tri::kFalse : Tri::kTrue;
+    bool unknown = false;
+    for (const auto& f : c_) {
+      Tri v = f->May(ctx);
+      if (v == kDecides) return v;
+      unknown |= v == Tri::kUnknown;
+    }
+    return unknown ? Tri::kUnknown : kIsAnd ? Tri::kTrue : Tri::kFalse;
+  }
   int Cost() const override { return cost_; }
 
  private:
@@ -191,6 +203,10 @@ class NotFilter : public Filter {
  public:
   explicit NotFilter(std::unique_ptr<Filter> c) : c_(std::move(c)) {}
   bool Eval(EvalContext& ctx) const override { return !c_->Eval(ctx); }
+  Tri May(EvalContext& ctx) const override {
+    Tri v = c_->May(ctx);
+    return v == Tri::kUnknown ? v : v == Tri::kTrue ? Tri::kFalse : Tri::kTrue;
+  }
   // Negations are mostly exceptions that rarely hold: test them last.
   int Cost() const override { return c_->Cost() + 20; }
 
@@ -209,6 +225,13 @@ class MemoFilter : public Filter {
     ctx.memo_value[slot_] = v;
     return v;
   }
+  Tri May(EvalContext& ctx) const override {
+    if (ctx.may_epoch[slot_] == ctx.epoch) return ctx.may_value[slot_];
+    Tri v = inner_->May(ctx);
+    ctx.may_epoch[slot_] = ctx.epoch;
+    ctx.may_value[slot_] = v;
+    return v;
+  }
   int Cost() const override { return inner_->Cost(); }
 
  private:
@@ -224,6 +247,7 @@ class EventTypeFilter : public Filter {
     size_t t = static_cast<size_t>(ctx.x.event->type);
     return t < types_.size() && types_.test(t);
   }
+  Tri May(EvalContext& ctx) const override { return Eval(ctx) ? Tri::kTrue : Tri::kFalse; }
   int Cost() const override { return 1; }
 
  private:
@@ -236,6 +260,12 @@ class CheckFilter : public Filter {
 
   // Prepares the values; false with *why on a type mismatch.
   bool Init(const std::vector<std::string>& values, const CompiledField* rhs, std::string* why, int* bad) {
+    for (size_t type = 0; type < event::kEventTypeCount; ++type) {
+      Known k = WhenKnown(lhs_.field, static_cast<event::EventType>(type));
+      if (rhs) k = std::max(k, WhenKnown(rhs->field, static_cast<event::EventType>(type)));
+      after_result_[type] = k == Known::kAfterResult;
+      file_type_[type] = k == Known::kFileType;
+    }
     *bad = -1;
     if (rhs) {
       rhs_ = std::make_unique<CompiledField>(*rhs);
@@ -337,6 +367,23 @@ class CheckFilter : public Filter {
     if (op_ == Op::kGlob || op_ == Op::kIGlob || op_ == Op::kIContains) cost_ += 4;
     if (set_.empty() && t == FieldType::kString) cost_ += static_cast<int>(strs_.size());
     return true;
+  }
+
+  Tri May(EvalContext& ctx) const override {
+    size_t type = static_cast<size_t>(ctx.x.event->type);
+    if (type < event::kEventTypeCount) {
+      if (after_result_[type]) return Tri::kUnknown;
+      if (file_type_[type]) {
+        ctx.x.typechar = 'f';
+        bool as_file = Eval(ctx);
+        ctx.x.typechar = 'd';
+        bool as_dir = Eval(ctx);
+        ctx.x.typechar = 0;
+        if (as_file != as_dir) return Tri::kUnknown;
+        return as_file ? Tri::kTrue : Tri::kFalse;
+      }
+    }
+    return Eval(ctx) ? Tri::kTrue : Tri::kFalse;
   }
 
   int Cost() const override { return cost_; }
@@ -492,6 +539,8 @@ class CheckFilter : public Filter {
   std::vector<std::regex> regexes_;
   std::unordered_set<std::string, SvHash, std::equal_to<>> set_;
   int cost_ = 0;
+  // Event types where this check waits for the result, or for the file type.
+  std::bitset<event::kEventTypeCount> after_result_, file_type_;
 };
 
 }  // namespace

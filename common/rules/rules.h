@@ -14,7 +14,8 @@
 //
 // Thread-safety: an Engine is immutable after loading; Evaluate and
 // MakeAlert are const and may run concurrently on several threads (scratch
-// space is per thread). Evaluate allocates nothing in steady state.
+// space is per thread). Evaluate and MayMatch allocate nothing in steady
+// state.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -149,6 +150,32 @@ class Engine {
       if (Matches(slot, e)) on_match(*slot.rule);
     }
   }
+
+  // Whether some enabled rule could match e once the syscall's result is
+  // known: checks on result fields count as "maybe" (three-valued logic
+  // through and/or/not and memoised macros). False means no rule can
+  // match whatever the call returns. Allocates nothing in steady state.
+  //
+  // For the agent at a syscall's entry, to decide whether the result is
+  // worth learning (emulating the call) or the kernel may run it unseen.
+  // e is filled as far as known before the call; its result fields are
+  // ignored. The result fields, by event type:
+  //   - every event: evt.res, evt.rawres, evt.failed, evt.args,
+  //     evt.arg.res, and evt.arg[N] (a position may hold the result);
+  //   - open, openat, openat2, creat, accept, accept4, socket, memfd_create,
+  //     dup, dup2, dup3 (the result is a new descriptor): fd.num, evt.arg.fd;
+  //   - open, openat, openat2, creat: fd.type, fd.typechar, fd.directory and
+  //     fd.filename depend on whether the path turns out to be a file or a
+  //     directory: a check on them is tried with both (e.fd.typechar is
+  //     ignored) and is "maybe" when the two disagree;
+  //   - accept, accept4: every fd.* field (the connection is the result);
+  //   - connect: the local end and what depends on it (fd.name, fd.nameraw,
+  //     fd.lip, fd.lport, fd.lnet, fd.cip, fd.cport, fd.cnet, fd.cip.name,
+  //     fd.net) and fd.connected. The server end (fd.sip, fd.sport,
+  //     fd.sip.name, fd.rip...) is the argument, known.
+  // Everything else (paths, flags, other arguments, proc.*, user.*,
+  // container.*) is taken from e as it is.
+  bool MayMatch(const event::Event& e) const;
 
   Alert MakeAlert(const Rule& rule, const event::Event& e) const;
 
