@@ -32,7 +32,7 @@ Status EventSink::OpenOutput(const std::string& path) {
   return Status::Ok();
 }
 
-void EventSink::Emit(event::Event& e) {
+void EventSink::Emit(event::Event& e, bool may_alert) {
   e.num = ++num_;
   if (container_source_ && container_source_->version() != container_version_) {
     container_version_ = container_source_->version();
@@ -48,7 +48,7 @@ void EventSink::Emit(event::Event& e) {
       if (buf_.size() >= kFlushAt) Flush();
     }
   }
-  if (consumer_) consumer_(e);
+  if (consumer_) consumer_(e, may_alert);
 }
 
 void EventSink::Flush() {

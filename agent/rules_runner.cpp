@@ -100,13 +100,31 @@ SysSet RulesRunner::Trapped() const {
   return set;
 }
 
-void RulesRunner::OnEvent(const event::Event& e) {
-  if (pending_ready_.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(pending_mu_);
-    engine_ = std::move(pending_);
-    pending_ready_.store(false, std::memory_order_relaxed);
-    log::Info("policies applied", "rules={}", engine_->rules().size());
+void RulesRunner::TakePendingPolicies() {
+  if (!pending_ready_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  engine_ = std::move(pending_);
+  pending_ready_.store(false, std::memory_order_relaxed);
+  log::Info("policies applied", "rules={}", engine_->rules().size());
+}
+
+bool RulesRunner::MayMatch(const event::Event& e) {
+  TakePendingPolicies();
+  // Stand-in: tries the likely outcomes of an open.
+  outcome_ = e;
+  bool any = false;
+  auto on_match = [&any](const rules::Rule&) { any = true; };
+  for (int64_t res : {3, 3, -2, -13}) {
+    outcome_.res = res;
+    outcome_.fd.num = res >= 0 ? res : -1;
+    engine_->Evaluate(outcome_, on_match);
+    outcome_.fd.typechar = 'd';
   }
+  return any;
+}
+
+void RulesRunner::OnEvent(const event::Event& e) {
+  TakePendingPolicies();
   engine_->Evaluate(e, [&](const rules::Rule& rule) {
     ++alerts_;
     nlohmann::json alert = engine_->MakeAlert(rule, e).ToJson();

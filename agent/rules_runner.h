@@ -46,6 +46,9 @@ class RulesRunner {
   // Syscalls the enabled rules can match on, plus the process table's.
   SysSet Trapped() const;
   void OnEvent(const event::Event& e);
+  // Whether an enabled rule may match `e`, an event whose result (evt.res,
+  // fd.num...) is not known yet: the tracer pays for the result only then.
+  bool MayMatch(const event::Event& e);
 
   // Every alert also goes to `forward` (the orchestrator link), on the tracer
   // thread. REQUIRES: before the first event.
@@ -60,6 +63,7 @@ class RulesRunner {
  private:
   RulesRunner() = default;
   void WriteAlert(const nlohmann::json& alert);
+  void TakePendingPolicies();
 
   rules::LoadOptions load_options_;
   std::unique_ptr<rules::Engine> engine_;
@@ -71,6 +75,7 @@ class RulesRunner {
   bool owns_fd_ = false;
   uint64_t alerts_ = 0;
   std::string line_;
+  event::Event outcome_;  // stand-in for Engine::MayMatch until s2-rules lands
 };
 
 }  // namespace sidetrace::agent

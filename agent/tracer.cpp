@@ -163,12 +163,13 @@ bool HasCapSysAdmin() {
   return ReadProcStatus(getpid(), &st) && (st.cap_eff & (uint64_t{1} << 21));
 }
 
-std::string OpenFlagsString(uint64_t flags) {
-  std::string s;
+// Falco's rendering of open flags ("O_RDONLY|O_CLOEXEC"), into *out (its
+// capacity is reused: the open path allocates nothing in steady state).
+void FormatOpenFlags(uint64_t flags, std::string* out) {
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: s = "O_RDONLY"; break;
-    case O_WRONLY: s = "O_WRONLY"; break;
-    default: s = "O_RDWR"; break;
+    case O_RDONLY: out->assign("O_RDONLY"); break;
+    case O_WRONLY: out->assign("O_WRONLY"); break;
+    default: out->assign("O_RDWR"); break;
   }
   static constexpr std::pair<uint64_t, const char*> kFlags[] = {
       {O_CREAT, "O_CREAT"},     {O_EXCL, "O_EXCL"},       {O_TRUNC, "O_TRUNC"},       {O_APPEND, "O_APPEND"},
@@ -176,11 +177,39 @@ std::string OpenFlagsString(uint64_t flags) {
       {O_PATH, "O_PATH"},       {O_TMPFILE & ~O_DIRECTORY, "O_TMPFILE"}};
   for (auto [bit, name] : kFlags) {
     if (flags & bit) {
-      s += '|';
-      s += name;
+      out->push_back('|');
+      out->append(name);
     }
   }
-  return s;
+}
+
+// True when `path` is absolute and lexically normal already (NormalizePath
+// would return it unchanged), so that it can be used without a copy.
+bool IsNormalAbsolute(std::string_view path) {
+  if (path.empty() || path[0] != '/') return false;
+  if (path.size() == 1) return true;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i + 1);
+    if (j == std::string_view::npos) j = path.size();
+    std::string_view part = path.substr(i + 1, j - i - 1);
+    if (part.empty() || part == "." || part == "..") return false;
+    i = j;
+  }
+  return true;
+}
+
+// fd.name of `path` relative to the directory `base` (absolute, or empty for
+// an absolute path), into *out without allocating in the usual case.
+void ResolveName(std::string_view base, std::string_view path, std::string* out) {
+  if (path.empty() || path[0] == '/' || base.empty()) {
+    out->assign(path);
+  } else {
+    out->assign(base);
+    if (out->back() != '/') out->push_back('/');
+    out->append(path);
+  }
+  if (!IsNormalAbsolute(*out)) *out = NormalizePath(*out);
 }
 
 void FillAddress(const sockaddr_storage& ss, socklen_t len, event::SocketAddress* a) {
@@ -219,6 +248,16 @@ struct Tracer::Impl {
   OpenEmulator emulator;
   EventSink* sink = nullptr;
   event::Event ev;
+  std::string path_;     // the path argument of the open being handled
+  std::string scratch_;  // text formatted for ev, reused
+  // What the open path did, logged at exit (--log-level info).
+  struct {
+    uint64_t notifications = 0;
+    uint64_t opens = 0;
+    uint64_t opens_fast = 0;      // no rule could match: CONTINUE, result not learnt
+    uint64_t opens_emulated = 0;  // performed by the agent: exact result
+    uint64_t opens_fallback = 0;  // wanted but not emulable (or emulation off): CONTINUE
+  } stats_;
 
   sigset_t old_mask{};
   int sigfd = -1;
@@ -396,11 +435,11 @@ struct Tracer::Impl {
         }
       }
     }
-    std::string emulation = "off";
-    if (opt.emulate && !addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
-    else if (opt.emulate && !emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
-    else if (opt.emulate) emulation = "on";
-    opt.emulate = emulation == "on";
+    std::string emulation = opt.emulate == EmulateMode::kAll ? "all" : "rules";
+    if (opt.emulate == EmulateMode::kOff) emulation = "off";
+    else if (!addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
+    else if (!emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
+    if (emulation.rfind("off", 0) == 0) opt.emulate = EmulateMode::kOff;
     log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={}", mode,
               log::Quote(emulation), waitkill, want_filter && need_nnp, child);
     if (write(sock, "X", 1) != 1) return true;
@@ -589,6 +628,7 @@ struct Tracer::Impl {
     seccomp_notif req;
     memset(&req, 0, sizeof req);  // the kernel rejects a non-zeroed request
     if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;  // ENOENT: the caller died
+    ++stats_.notifications;
     std::optional<Sys> sys = sys_table.Lookup(req.data.arch, req.data.nr);
     Proc* p = sys ? procs.ByTid(static_cast<pid_t>(req.pid)) : nullptr;
     if (!sys || !p) {
@@ -618,28 +658,54 @@ struct Tracer::Impl {
     }
   }
 
+  // The open family. With EmulateMode::kRules the event is built first, with
+  // its result unknown, and the rules are asked whether any of them may match
+  // it: when none can, the kernel runs the call (CONTINUE, one synchronous
+  // round trip) and the result is never learnt; otherwise the agent performs
+  // the open (OpenEmulator) for the exact result. Nothing on the first path
+  // allocates, reads /proc or formats JSON in steady state.
   void OnOpen(const seccomp_notif& req, Proc* p, EventType type, int dirfd, uint64_t path_addr, uint64_t flags,
               uint64_t mode, uint64_t resolve, bool is_openat2) {
     const pid_t tid = static_cast<pid_t>(req.pid);
+    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0 || !StillValid(req.id)) {
+      Continue(req.id);  // bad pointer or gone: the kernel answers
+      return;
+    }
+    ++stats_.opens;
+    const bool wanted = sink->wanted();
+    if (opt.emulate == EmulateMode::kRules) {
+      bool may_match = false;
+      if (wanted) {
+        NewOpenEvent(type, tid, p, flags, mode);
+        // A name the agent cannot tell cheaply is paid for: the emulator
+        // resolves it exactly.
+        may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
+      }
+      if (!may_match) {
+        Continue(req.id);
+        ++stats_.opens_fast;
+        if (wanted) {
+          ev.SetArg("res", "unknown");
+          sink->Emit(ev, /*may_alert=*/false);
+        }
+        return;
+      }
+    }
     OpenRequest r;
     r.tid = tid;
     r.proc = p;
     r.dirfd = dirfd;
+    r.path = path_;
     r.flags = flags;
     r.mode = mode;
     r.resolve = resolve;
     r.is_openat2 = is_openat2;
-    if (ReadTraceeString(tid, path_addr, kMaxPath, &r.path) != 0 || !StillValid(req.id)) {
-      Continue(req.id);  // bad pointer or gone: the kernel answers
-      return;
-    }
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
     OpenOutcome out;
-    if (opt.emulate) out = emulator.Open(r);
+    if (opt.emulate != EmulateMode::kOff) out = emulator.Open(r);
     // The process state an event shows is read before the reply: once
     // answered, the caller may run on and exit before the agent looks.
-    const bool wanted = sink->wanted();
-    if (wanted) NewEvent(type, tid, p);
+    if (wanted) NewOpenEvent(type, tid, p, flags, mode);
     int64_t res = 0;
     bool known = true;
     switch (out.kind) {
@@ -652,6 +718,7 @@ struct Tracer::Impl {
         int rc = ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
         int err = errno;
         close(out.fd);
+        ++stats_.opens_emulated;
         if (rc < 0) {
           // ENOENT: the caller was killed meanwhile. Anything else (EMFILE
           // against the tracee's RLIMIT_NOFILE...) is the caller's error.
@@ -665,11 +732,13 @@ struct Tracer::Impl {
       }
       case OpenOutcome::kFailed:
         Reply(req.id, 0, -out.error, 0);
+        ++stats_.opens_emulated;
         res = -out.error;
         break;
       case OpenOutcome::kFallback:
         log::Debug("open not emulated", "path={} why={}", log::Quote(r.path), out.why);
         Continue(req.id);
+        ++stats_.opens_fallback;
         known = false;
         if (out.name.empty()) {
           if (r.path[0] == '/' ) {
@@ -696,12 +765,45 @@ struct Tracer::Impl {
     ev.fd.num = known && res >= 0 ? res : -1;
     ev.fd.typechar = out.typechar;
     ev.fd.name = out.name;
-    ev.fd.open_flags = static_cast<uint32_t>(flags);
     ev.SetArg("name", out.name);
-    ev.SetArg("flags", OpenFlagsString(flags));
-    ev.SetArg("mode", fmt::format("0{:o}", mode));
     if (!known) ev.SetArg("res", "unknown");
     Emit();
+  }
+
+  // An open event as known at syscall entry: everything but the result
+  // (evt.res 0, fd.num -1, fd.typechar 'f' as for the usual regular file).
+  void NewOpenEvent(EventType type, pid_t tid, Proc* p, uint64_t flags, uint64_t mode) {
+    NewEvent(type, tid, p);
+    ev.fd.typechar = 'f';
+    ev.fd.open_flags = static_cast<uint32_t>(flags);
+    ev.SetArg("name", "");
+    FormatOpenFlags(flags, &scratch_);
+    ev.SetArg("flags", scratch_);
+    char buf[24];
+    auto end = fmt::format_to_n(buf, sizeof buf, "0{:o}", mode).out;
+    ev.SetArg("mode", std::string_view(buf, static_cast<size_t>(end - buf)));
+  }
+
+  // Sets the entry event's fd.name and evt.arg.name from path_; false when
+  // the directory it is relative to is not known without a /proc read that
+  // may not even describe what the kernel will use.
+  bool NameAtEntry(Proc* p, int dirfd) {
+    std::string_view base;
+    if (!path_.empty() && path_[0] != '/') {
+      if (dirfd == AT_FDCWD) {
+        if (!p->cwd_valid) return false;
+        base = p->info->cwd;
+      } else {
+        if (!Readlink(fmt::format("/proc/{}/fd/{}", p->info->pid, dirfd), &scratch_) || scratch_.empty() ||
+            scratch_[0] != '/') {
+          return false;
+        }
+        base = scratch_;
+      }
+    }
+    ResolveName(base, path_, &ev.fd.name);
+    ev.SetArg("name", ev.fd.name);
+    return true;
   }
 
   void OnConnect(const seccomp_notif& req, Proc* p) {
@@ -731,7 +833,7 @@ struct Tracer::Impl {
     if (wanted) NewEvent(EventType::kConnect, tid, p);
     int64_t res = 0;
     bool known = false;
-    if (opt.emulate && inet && fl >= 0 && (fl & O_NONBLOCK)) {
+    if (opt.emulate != EmulateMode::kOff && inet && fl >= 0 && (fl & O_NONBLOCK)) {
       // Same socket, non-blocking: connecting our duplicate connects the
       // tracee's socket, and returns at once with the exact result.
       int rc = connect(dup, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
@@ -934,6 +1036,8 @@ struct Tracer::Impl {
       }
     }
     sink->Flush();
+    log::Info("tracing finished", "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={}",
+              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback);
     return exit_code < 0 ? 1 : exit_code;
   }
 };
