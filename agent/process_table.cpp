@@ -86,6 +86,8 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
     proc->creds = st;
     proc->creds_valid = true;
   }
+  int32_t tty = 0;
+  info.tty = ReadTtyNr(pid, &tty) ? tty : 0;
   info.vpid = pid;
   info.sid = getsid(pid);
   info.start_ns = NowNs();

@@ -105,6 +105,32 @@ bool ReadCmdline(pid_t pid, std::vector<std::string>* argv) {
   return true;
 }
 
+bool ReadTtyNr(pid_t pid, int32_t* tty) {
+  std::string text;
+  if (!ReadSmallFile("/proc/" + std::to_string(pid) + "/stat", 4096, &text)) return false;
+  // comm (field 2) may hold spaces and parentheses: fields resume after the
+  // last ')'. Then: state ppid pgrp session tty_nr.
+  size_t pos = text.rfind(')');
+  if (pos == std::string::npos) return false;
+  std::string_view rest(text);
+  rest.remove_prefix(pos + 1);
+  for (int field = 3; field <= 7; ++field) {
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    size_t end = rest.find(' ');
+    std::string_view value = rest.substr(0, end);
+    if (field == 7) {
+      long v = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc() || p != value.data() + value.size()) return false;
+      *tty = static_cast<int32_t>(v);
+      return true;
+    }
+    if (end == std::string_view::npos) return false;
+    rest.remove_prefix(end);
+  }
+  return false;
+}
+
 bool ReadProcStatus(pid_t tid, ProcStatus* st) {
   std::string text;
   if (!ReadSmallFile("/proc/" + std::to_string(tid) + "/status", 8192, &text) || text.empty()) return false;

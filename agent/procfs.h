@@ -36,6 +36,11 @@ struct ProcStatus {
 // Parses /proc/<tid>/status (tid may be a thread: /proc/<tid> works for both).
 bool ReadProcStatus(pid_t tid, ProcStatus* out);
 
+// The controlling terminal's device number (field 7 of /proc/PID/stat,
+// tty_nr: major in bits 8-15, minor in bits 0-7 and 20-31), 0 without one,
+// as Falco's proc.tty. False when the process is gone.
+bool ReadTtyNr(pid_t pid, int32_t* tty);
+
 // readlink(2) into a string; false on failure.
 bool Readlink(const std::string& path, std::string* out);
 // Whole small file (at most `max` bytes); false on failure.

@@ -69,10 +69,13 @@
 // libseccomp 2.5.4's notify helpers, which do not zero the request and
 // report every failure as -ECANCELED.
 //
-// Close, dup and fcntl are not trapped: each one would cost a round trip on
-// very hot paths. The fd table is filled from /proc at start and by the
-// events above, and fd names are re-read from /proc/PID/fd when a socket or
-// file needs describing.
+//   - dup, dup2, dup3, fcntl(F_DUPFD*): trapped only when a rule looks at
+//     them; emulated with pidfd_getfd + ADDFD (fd_syscalls.h), so
+//     evt.rawres is the exact new fd.
+// Close and the other fcntl commands are not trapped: each one would cost a
+// round trip on very hot paths. The fd table is filled from /proc at start
+// and by the events above, and fd names are re-read from /proc/PID/fd when a
+// socket or file needs describing.
 //
 // PID-1 duties (like tini)
 // ------------------------
@@ -125,6 +128,7 @@
 
 #include <fmt/format.h>
 
+#include "agent/fd_syscalls.h"
 #include "agent/open_emulator.h"
 #include "agent/process_table.h"
 #include "agent/procfs.h"
@@ -652,6 +656,7 @@ struct Tracer::Impl {
                       true);
       }
       case Sys::kConnect: return OnConnect(req, p);
+      case Sys::kDup: case Sys::kDup2: case Sys::kDup3: case Sys::kFcntl: return OnDup(req, p, *sys);
       default: return OnOther(req, p, *sys);
     }
   }
@@ -871,6 +876,40 @@ struct Tracer::Impl {
     ev.fd = fd;
     ev.SetArg("addr", fd.typechar == 'u' ? fd.remote.unix_path : Endpoint(fd.remote));
     if (!known) ev.SetArg("res", "unknown");
+    Emit();
+  }
+
+  // dup family (fd_syscalls.h): evt.rawres is the new fd, fd.* describe the
+  // duplicated one, and the new fd inherits its entry in the fd table.
+  void OnDup(const seccomp_notif& req, Proc* p, Sys sys) {
+    if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
+    const auto& a = req.data.args;
+    event::FdInfo old;
+    const bool described = DescribeFd(p->info->pid, p->pidfd, static_cast<int>(a[0]), &old);
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+    DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate);
+    if (!out.replied) return;
+    if (out.res >= 0) {
+      event::FdInfo& fd = p->fds[static_cast<int>(out.res)];
+      fd = old;
+      fd.num = out.res;
+      if (!described) fd.name.clear();
+    }
+    if (!wanted) return;
+    ev.res = out.res;
+    if (described) ev.fd = old;
+    ev.fd.num = out.oldfd;
+    auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
+    if (sys == Sys::kFcntl) {
+      num("fd", a[0]);
+      ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
+    } else {
+      num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
+      if (sys != Sys::kDup) num("newfd", a[1]);
+      if (sys == Sys::kDup3) ev.SetArg("flags", out.cloexec ? "O_CLOEXEC" : "0");
+    }
+    if (!out.known) ev.SetArg("res", "unknown");
     Emit();
   }
 

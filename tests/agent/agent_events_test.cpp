@@ -1,5 +1,5 @@
 // What sidetrace-agent captures: exec, fork/vfork/clone, threads, opens with
-// exact results and Falco-style names, connects, inherited fds. Drives the
+// exact results and Falco-style names, connects, dups, inherited fds. Drives the
 // built binary on the real kernel and reads its --events-out lines.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "tests/agent/agent_harness.h"
 
@@ -262,4 +263,42 @@ TEST_CASE("agent_rules: the bundled policies alert on a sensitive file read") {
                      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", "/etc/shadow"});
   CHECK(d.ExitCode() == 1);
   CHECK(ReadFile(dir / "alerts2.json").find("/etc/shadow") == std::string::npos);
+}
+
+TEST_CASE("agent_dup: dup family results are exact and name the duplicated fd") {
+  TempDir dir;
+  std::string path = dir / "dupped";
+  std::ofstream(path) << "x";
+  Child native = Start(dir, {WorkloadPath(), "dup", path});
+  REQUIRE(native.Wait());
+  REQUIRE(native.ExitCode() == 0);
+  Child c;
+  auto evs = Traced(dir, {WorkloadPath(), "dup", path}, &c);
+  REQUIRE(c.ExitCode() == 0);
+  // Same results, same FD_CLOEXEC, as without the agent.
+  CHECK(c.Out() == native.Out());
+  std::vector<json> dups;
+  for (const auto& e : evs) {
+    std::string t = e["evt.type"];
+    if (t == "dup" || t == "dup2" || t == "dup3" || t == "fcntl") dups.push_back(e);
+  }
+  std::istringstream lines(native.Out());
+  std::string name;
+  int res = 0, cloexec = 0;
+  size_t i = 0;
+  while (lines >> name >> res >> cloexec) {
+    INFO("call " << i << ": " << name << " " << res);
+    REQUIRE(i < dups.size());
+    CHECK(dups[i]["evt.type"] == name);
+    if (i == 10) {
+      // fcntl(F_DUPFD, 20) is not emulated: CONTINUEd, result unknown.
+      CHECK(dups[i]["evt.arg.res"] == "unknown");
+    } else {
+      CHECK(dups[i]["evt.res"].get<int>() == res);
+      CHECK(dups[i].count("evt.arg.res") == 0);
+    }
+    if (i != 3) CHECK(dups[i]["fd.name"] == path);  // dup2(77, 8): no such fd
+    ++i;
+  }
+  CHECK(i == 11);
 }

@@ -10,6 +10,8 @@
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
 //   threads N             N threads each opening /etc/hostname
 //   stop-self             raise SIGSTOP, then print "resumed"
+//   dup PATH              dup family on PATH, printing each call's result as
+//                         "<syscall> <result or -errno> <FD_CLOEXEC>"
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -115,6 +117,28 @@ int main(int argc, char** argv) {
       if (fcntl(fd, F_GETFD) >= 0) printf(" %d", fd);
     }
     printf("\n");
+    return 0;
+  }
+  if (!strcmp(mode, "dup") && argc > 2) {
+    int f = open(argv[2], O_RDONLY | O_CLOEXEC);
+#define SHOW(name, call)                                                              \
+  do {                                                                                \
+    int r_ = (call);                                                                  \
+    int e_ = errno;                                                                   \
+    printf("%s %d %d\n", name, r_ < 0 ? -e_ : r_, r_ < 0 ? 0 : fcntl(r_, F_GETFD)); \
+  } while (0)
+    SHOW("dup", dup(f));
+    SHOW("dup2", dup2(f, 9));
+    SHOW("dup2", dup2(9, 9));
+    SHOW("dup2", dup2(77, 8));
+    SHOW("dup2", dup2(f, 1 << 30));
+    SHOW("dup3", dup3(f, 0, O_CLOEXEC));
+    SHOW("dup3", dup3(f, f, 0));
+    SHOW("dup3", dup3(f, 10, O_NONBLOCK));
+    SHOW("fcntl", fcntl(f, F_DUPFD, 0));
+    SHOW("fcntl", fcntl(f, F_DUPFD_CLOEXEC, 0));
+    SHOW("fcntl", fcntl(f, F_DUPFD, 20));
+#undef SHOW
     return 0;
   }
   if (!strcmp(mode, "connect") && argc > 2) {
