@@ -124,6 +124,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -789,8 +790,8 @@ struct Tracer::Impl {
     ev.SetArg("name", "");
     FormatOpenFlags(flags, &scratch_);
     ev.SetArg("flags", scratch_);
-    char buf[24];
-    auto end = fmt::format_to_n(buf, sizeof buf, "0{:o}", mode).out;
+    char buf[24] = {'0'};
+    char* end = std::to_chars(buf + 1, buf + sizeof buf, mode, 8).ptr;
     ev.SetArg("mode", std::string_view(buf, static_cast<size_t>(end - buf)));
   }
 
