@@ -348,6 +348,11 @@ TEST_CASE("MayMatch: whether an open opens a file or a directory is a result", "
   CHECK(May("fd.filename = ssh", ev.e));
   CHECK_FALSE(May("fd.filename = sshd", ev.e));
   CHECK(May("fd.type in (file, directory)", ev.e));
+  // The two cases are tried whole: a file below /etc/ssh, or /etc/ssh as
+  // a file, but not both at once.
+  CHECK_FALSE(May("fd.typechar = f and fd.directory = /etc/ssh", ev.e));
+  CHECK_FALSE(May("fd.typechar = d and fd.filename = ssh", ev.e));
+  CHECK(May("fd.typechar = d and fd.name = /etc/ssh and fd.num >= 0", ev.e));
   CHECK_FALSE(May("fd.type in (ipv4, pipe)", ev.e));
   // Not for events whose descriptor exists already.
   auto conn = Connect(Proc("curl"), "203.0.113.7", 3333);
