@@ -189,6 +189,11 @@ bool Names(const ResolvedNames* names, const SocketAddress* a, int k, FieldValue
   return Str((*v)[k], out);
 }
 
+size_t FdSlash(const ExtractContext& ctx) {
+  if (ctx.fd_slash == ExtractContext::kSlashNotYet) ctx.fd_slash = LastSlash(ctx.event->fd.name);
+  return ctx.fd_slash;
+}
+
 }  // namespace
 
 const ResolvedNames* ExtractContext::Names() const {
@@ -295,14 +300,14 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
       if (!HasFd(e) || (typechar != 'f' && typechar != 'd') || fd.name.empty()) return false;
       if (typechar == 'd') return Str(fd.name, out);
       std::string_view n = fd.name;
-      size_t slash = n.rfind('/');
+      size_t slash = FdSlash(ctx);
       if (slash == std::string_view::npos) return false;
       return Str(slash == 0 ? n.substr(0, 1) : n.substr(0, slash), out);
     }
     case FieldId::kFdFilename: {
       if (!HasFd(e) || typechar != 'f' || fd.name.empty()) return false;
       std::string_view n = fd.name;
-      size_t slash = n.rfind('/');
+      size_t slash = FdSlash(ctx);
       return Str(slash == std::string_view::npos ? n : n.substr(slash + 1), out);
     }
     case FieldId::kFdNum: return HasFd(e) ? Int(fd.num, out) : false;
@@ -423,35 +428,38 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
   return false;
 }
 
-Known WhenKnown(const BoundField& f, EventType type) {
-  const bool open = IsOpen(type);
+size_t LastSlash(std::string_view s) {
+  const void* p = memrchr(s.data(), '/', s.size());
+  return p ? static_cast<size_t>(static_cast<const char*>(p) - s.data()) : std::string_view::npos;
+}
+
+bool OpenTypeIsResult(EventType type) { return IsOpen(type); }
+
+bool IsResultField(const BoundField& f, EventType type) {
   // Calls whose return value is a new descriptor: its number is the result.
-  const bool fd_result = open || type == EventType::kAccept || type == EventType::kAccept4 ||
+  const bool fd_result = IsOpen(type) || type == EventType::kAccept || type == EventType::kAccept4 ||
                          type == EventType::kSocket || type == EventType::kMemfdCreate || type == EventType::kDup ||
                          type == EventType::kDup2 || type == EventType::kDup3;
   switch (f.info->id) {
     case FieldId::kEvtRes: case FieldId::kEvtRawres: case FieldId::kEvtFailed: case FieldId::kEvtArgs:
-      return Known::kAfterResult;
+      return true;
     case FieldId::kEvtArg:
       // evt.arg[N]: positions differ between events, so any may be the result.
-      if (f.index >= 0 || f.arg == "res" || (fd_result && f.arg == "fd")) return Known::kAfterResult;
-      return Known::kAtEntry;
+      return f.index >= 0 || f.arg == "res" || (fd_result && f.arg == "fd");
     default: break;
   }
   const bool fd_field = f.info->id >= FieldId::kFdName && f.info->id <= FieldId::kFdConnected;
-  if (!fd_field) return Known::kAtEntry;
+  if (!fd_field) return false;
   // accept: the connection is the result.
-  if (type == EventType::kAccept || type == EventType::kAccept4) return Known::kAfterResult;
+  if (type == EventType::kAccept || type == EventType::kAccept4) return true;
   switch (f.info->id) {
-    case FieldId::kFdNum: return fd_result ? Known::kAfterResult : Known::kAtEntry;
-    case FieldId::kFdType: case FieldId::kFdTypechar: case FieldId::kFdDirectory: case FieldId::kFdFilename:
-      return open ? Known::kFileType : Known::kAtEntry;
+    case FieldId::kFdNum: return fd_result;
     // connect: the local end is bound by the call, and whether it connected is its result.
     case FieldId::kFdName: case FieldId::kFdNameraw: case FieldId::kFdConnected: case FieldId::kFdLip:
     case FieldId::kFdLport: case FieldId::kFdLnet: case FieldId::kFdCip: case FieldId::kFdCport:
     case FieldId::kFdCnet: case FieldId::kFdCipName: case FieldId::kFdNet:
-      return type == EventType::kConnect ? Known::kAfterResult : Known::kAtEntry;
-    default: return Known::kAtEntry;
+      return type == EventType::kConnect;
+    default: return false;
   }
 }
 

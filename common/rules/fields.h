@@ -89,7 +89,16 @@ struct FieldValue {
 class Resolver;
 
 struct ExtractContext {
+  // Sets the event to read, forgetting what was derived from the last one.
+  void SetEvent(const event::Event* e) {
+    event = e;
+    fd_slash = kSlashNotYet;
+  }
   const event::Event* event = nullptr;
+  // Where fd.name's last '/' is (npos: none), found once per event:
+  // fd.directory and fd.filename are read by several rules.
+  static constexpr size_t kSlashNotYet = std::string_view::npos - 1;
+  mutable size_t fd_slash = kSlashNotYet;
   const Resolver* resolver = nullptr;  // for fd.*.name; may be null
   // The resolver's table, taken on first use for this event (most events
   // never need it, and taking it locks a mutex).
@@ -105,14 +114,18 @@ struct ExtractContext {
 // value (<NA>). `scratch` receives text that does not exist in the event.
 bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out);
 
-// When a field's value is known, for Engine::MayMatch.
-enum class Known : uint8_t {
-  kAtEntry,      // from the arguments or the process: known before the call
-  kFileType,     // from what an open opened: a file ('f') or a directory ('d')
-  kAfterResult,  // from the return value: evt.res, fd.num of an open...
-};
-// When field `f` of an event of type `type` is known (see rules.h).
-Known WhenKnown(const BoundField& f, event::EventType type);
+// For Engine::MayMatch: whether field `f` of an event of type `type` takes
+// its value from the syscall's result (evt.res, fd.num of an open...), see
+// rules.h. The file type of an open (fd.typechar 'f' or 'd') is handled
+// apart: MayMatch tries both (OpenTypeIsResult).
+bool IsResultField(const BoundField& f, event::EventType type);
+// Whether events of `type` are opens, whose fd.typechar is known only after
+// the call.
+bool OpenTypeIsResult(event::EventType type);
+
+// Position of the last '/' in s, or npos (memrchr: paths are long and
+// fd.directory / fd.filename / basename() run on most events).
+size_t LastSlash(std::string_view s);
 
 // Renders a value as Falco prints it; appends to *out.
 void AppendValueText(const FieldValue& v, std::string* out);

@@ -145,9 +145,9 @@ class Engine {
   void Evaluate(const event::Event& e, F&& on_match) const {
     size_t t = static_cast<size_t>(e.type);
     if (t >= event::kEventTypeCount) return;
-    BeginEvent();
+    BeginEvent(e);
     for (const RuleSlot& slot : by_type_[t]) {
-      if (Matches(slot, e)) on_match(*slot.rule);
+      if (Matches(slot)) on_match(*slot.rule);
     }
   }
 
@@ -164,10 +164,10 @@ class Engine {
   //     evt.arg.res, and evt.arg[N] (a position may hold the result);
   //   - open, openat, openat2, creat, accept, accept4, socket, memfd_create,
   //     dup, dup2, dup3 (the result is a new descriptor): fd.num, evt.arg.fd;
-  //   - open, openat, openat2, creat: fd.type, fd.typechar, fd.directory and
-  //     fd.filename depend on whether the path turns out to be a file or a
-  //     directory: a check on them is tried with both (e.fd.typechar is
-  //     ignored) and is "maybe" when the two disagree;
+  //   - open, openat, openat2, creat: whether the path turns out to be a
+  //     file or a directory (fd.type, fd.typechar, fd.directory,
+  //     fd.filename): e is evaluated as both (e.fd.typechar is ignored),
+  //     and MayMatch is true when either may match;
   //   - accept, accept4: every fd.* field (the connection is the result);
   //   - connect: the local end and what depends on it (fd.name, fd.nameraw,
   //     fd.lip, fd.lport, fd.lnet, fd.cip, fd.cport, fd.cnet, fd.cip.name,
@@ -197,8 +197,10 @@ class Engine {
   Engine();
   static Result<std::unique_ptr<Engine>> Build(const std::vector<RuleSource>& sources, const LoadOptions& options,
                                                LoadReport* report);
-  void BeginEvent() const;  // forgets the macro results of the previous event
-  bool Matches(const RuleSlot& slot, const event::Event& e) const;
+  // Makes e the event of this thread's evaluation context, forgetting the
+  // macro results of the previous one.
+  void BeginEvent(const event::Event& e) const;
+  bool Matches(const RuleSlot& slot) const;  // on the event BeginEvent set
 
   std::unique_ptr<CompiledRules> compiled_;
   std::vector<const Rule*> enabled_;

@@ -302,6 +302,18 @@ bool May(const std::string& condition, const Event& e, const std::string& prefix
 
 }  // namespace
 
+TEST_CASE("regex on a very long command line neither crashes nor backtracks", "[rules]") {
+  // std::regex recursed once per character here and overflowed the stack
+  // from about 30 kB: a command line is the attacker's to choose.
+  std::string arg(4 << 20, 'a');
+  auto ev = Exec(Proc("python3", {"-c", arg}));
+  CHECK_FALSE(Matches("proc.cmdline regex \"a*b\"", ev.e));
+  CHECK_FALSE(Matches("proc.cmdline regex \"(a|b)*z\"", ev.e));
+  CHECK(Matches("proc.cmdline regex \"^python3 -c (a|b)*$\"", ev.e));
+  ev.proc->args[1] += "xb";
+  CHECK(Matches("proc.cmdline regex \"a*xb$\"", ev.e));
+}
+
 TEST_CASE("MayMatch: result fields are unknown, the rest decides", "[rules][maymatch]") {
   auto p = Proc("cat");
   // The result the event carries is ignored: a failed open may still match.
@@ -348,6 +360,11 @@ TEST_CASE("MayMatch: whether an open opens a file or a directory is a result", "
   CHECK(May("fd.filename = ssh", ev.e));
   CHECK_FALSE(May("fd.filename = sshd", ev.e));
   CHECK(May("fd.type in (file, directory)", ev.e));
+  // The two cases are tried whole: a file below /etc/ssh, or /etc/ssh as
+  // a file, but not both at once.
+  CHECK_FALSE(May("fd.typechar = f and fd.directory = /etc/ssh", ev.e));
+  CHECK_FALSE(May("fd.typechar = d and fd.filename = ssh", ev.e));
+  CHECK(May("fd.typechar = d and fd.name = /etc/ssh and fd.num >= 0", ev.e));
   CHECK_FALSE(May("fd.type in (ipv4, pipe)", ev.e));
   // Not for events whose descriptor exists already.
   auto conn = Connect(Proc("curl"), "203.0.113.7", 3333);
