@@ -41,6 +41,14 @@ Child RunWithFakeShadow(const TempDir& dir, const std::string& fake, const std::
   return c;
 }
 
+// A stand-in for /etc/shadow (26 bytes, root only) in `dir`.
+std::string FakeShadow(const TempDir& dir) {
+  std::string fake = dir / "shadow";
+  std::ofstream(fake) << "root:*:19000:0:99999:7:::\n";
+  REQUIRE(chmod(fake.c_str(), 0600) == 0);
+  return fake;
+}
+
 bool CanRun() {
   if (geteuid() != 0 || access("/usr/bin/unshare", X_OK) != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
     WARN("needs root, unshare and setpriv; skipped");
@@ -54,9 +62,7 @@ bool CanRun() {
 TEST_CASE("agent_results: benign opens take the fast path, sensitive ones are exact") {
   if (!CanRun()) return;
   TempDir dir;
-  std::string fake = dir / "shadow";
-  std::ofstream(fake) << "root:*:19000:0:99999:7:::\n";
-  REQUIRE(chmod(fake.c_str(), 0600) == 0);
+  std::string fake = FakeShadow(dir);
   std::string alerts = dir / "alerts.json", events = dir / "events.json";
   const std::string w = WorkloadPath();
   // 300 benign reads, one sensitive read, one sensitive read that fails.
@@ -106,9 +112,7 @@ TEST_CASE("agent_results: benign opens take the fast path, sensitive ones are ex
 TEST_CASE("agent_results: the default (alerts only) pays for no benign open") {
   if (!CanRun()) return;
   TempDir dir;
-  std::string fake = dir / "shadow";
-  std::ofstream(fake) << "root:*:19000:0:99999:7:::\n";
-  REQUIRE(chmod(fake.c_str(), 0600) == 0);
+  std::string fake = FakeShadow(dir);
   std::string alerts = dir / "alerts.json";
   const std::string w = WorkloadPath();
   Child c = RunWithFakeShadow(dir, fake, {"--log-level", "info", "--resolve", "off", "--alerts-out", alerts},
