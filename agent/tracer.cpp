@@ -716,6 +716,7 @@ struct Tracer::Impl {
       bool may_match = false;
       if (wanted) {
         NewOpenEvent(type, tid, p, flags, mode);
+        sink->StampContainer(ev);  // container.* as the rules will see them
         // A name the agent cannot tell cheaply is paid for: the emulator
         // resolves it exactly.
         may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
