@@ -288,6 +288,8 @@ class CheckFilter : public Filter {
       auto t = static_cast<event::EventType>(type);
       after_result_[type] = IsResultField(lhs_.field, t) || (rhs && IsResultField(rhs->field, t));
     }
+    FieldId id = lhs_.field.info->id;
+    file_type_only_ = !rhs && (id == FieldId::kFdTypechar || id == FieldId::kFdType);
     *bad = -1;
     if (rhs) {
       rhs_ = std::make_unique<CompiledField>(*rhs);
@@ -378,7 +380,6 @@ class CheckFilter : public Filter {
       return false;
     }
     // Cost: what extraction and comparison take, roughly in string compares.
-    FieldId id = lhs_.field.info->id;
     bool built = id == FieldId::kProcCmdline || id == FieldId::kProcArgs || id == FieldId::kProcPcmdline ||
                  id == FieldId::kProcExeline || id == FieldId::kProcEnv || id == FieldId::kThreadCapEffective ||
                  id == FieldId::kEvtArgs || id == FieldId::kEvtArg;
@@ -394,6 +395,7 @@ class CheckFilter : public Filter {
   Tri May(EvalContext& ctx) const override {
     size_t type = static_cast<size_t>(ctx.x.event->type);
     if (type < event::kEventTypeCount && after_result_[type]) return Tri::kUnknown;
+    if (ctx.only_file_type && !file_type_only_) return Tri::kUnknown;
     return Eval(ctx) ? Tri::kTrue : Tri::kFalse;
   }
 
@@ -555,6 +557,7 @@ class CheckFilter : public Filter {
   int cost_ = 0;
   // Event types where this check waits for the syscall's result.
   std::bitset<event::kEventTypeCount> after_result_;
+  bool file_type_only_ = false;  // on fd.typechar / fd.type: see only_file_type
 };
 
 }  // namespace
