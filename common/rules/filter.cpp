@@ -194,8 +194,13 @@ class BoolFilter : public Filter {
     }
     if (c_.empty()) c_.push_back(std::make_unique<ConstFilter>(kIsAnd));
     std::stable_sort(c_.begin(), c_.end(), [](const auto& a, const auto& b) { return a->Cost() < b->Cost(); });
+    // Expected cost when each child decides half the time: c0 + c1/2 +
+    // c2/4... A macro of several cheap checks (open_write) is then cheaper
+    // than one string check, and runs first, where its memo serves every
+    // rule that uses it.
     cost_ = 0;
-    for (const auto& c : c_) cost_ += c->Cost();
+    for (size_t i = 0; i < c_.size() && i < 16; ++i) cost_ += c_[i]->Cost() >> i;
+    cost_ = std::max(cost_, 1);
   }
   bool Eval(EvalContext& ctx) const override {
     for (const auto& f : c_) {
