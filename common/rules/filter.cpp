@@ -248,22 +248,24 @@ class MemoFilter : public Filter {
  public:
   MemoFilter(std::shared_ptr<const Filter> inner, size_t slot) : inner_(std::move(inner)), slot_(slot) {}
   bool Eval(EvalContext& ctx) const override {
-    if (ctx.memo_epoch[slot_] == ctx.epoch) return ctx.memo_value[slot_];
-    bool v = inner_->Eval(ctx);
-    ctx.memo_epoch[slot_] = ctx.epoch;
-    ctx.memo_value[slot_] = v;
-    return v;
+    return Remembered(ctx.memo_epoch, ctx.memo_value, ctx.epoch, [&] { return uint8_t{inner_->Eval(ctx)}; });
   }
   Tri May(EvalContext& ctx) const override {
-    if (ctx.may_epoch[slot_] == ctx.epoch) return ctx.may_value[slot_];
-    Tri v = inner_->May(ctx);
-    ctx.may_epoch[slot_] = ctx.epoch;
-    ctx.may_value[slot_] = v;
-    return v;
+    return Remembered(ctx.may_epoch, ctx.may_value, ctx.epoch, [&] { return inner_->May(ctx); });
   }
   int Cost() const override { return inner_->Cost(); }
 
  private:
+  // The macro's value for the current event (epoch), computed once.
+  template <typename T, typename Compute>
+  T Remembered(std::vector<uint64_t>& epochs, std::vector<T>& values, uint64_t epoch, Compute compute) const {
+    if (epochs[slot_] != epoch) {
+      values[slot_] = compute();
+      epochs[slot_] = epoch;
+    }
+    return values[slot_];
+  }
+
   std::shared_ptr<const Filter> inner_;
   size_t slot_;
 };
