@@ -13,6 +13,8 @@
 #include <ctime>
 #include <string>
 
+#include "agent/overlay.h"
+
 namespace sidetrace::agent {
 namespace {
 
@@ -66,6 +68,7 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
   std::string s;
   if (Readlink(ProcPath(pid, "exe"), &s)) {
     info.exe_from_memfd = s.rfind("/memfd:", 0) == 0;
+    info.exe_upper_layer = ExeOnUpperLayer(pid, s);
     info.exepath = std::move(s);
   }
   if (ReadSmallFile(ProcPath(pid, "comm"), 64, &s)) {

@@ -878,7 +878,7 @@ struct Tracer::Impl {
     const bool described = DescribeFd(p->info->pid, p->pidfd, static_cast<int>(a[0]), &old);
     const bool wanted = sink->wanted();
     if (wanted) NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
-    DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate);
+    DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate != EmulateMode::kOff);
     if (!out.replied) return;
     if (out.res >= 0) {
       event::FdInfo& fd = p->fds[static_cast<int>(out.res)];

@@ -302,3 +302,25 @@ TEST_CASE("agent_dup: dup family results are exact and name the duplicated fd") 
   }
   CHECK(i == 11);
 }
+
+TEST_CASE("agent_rules: the binary alone carries the default policies") {
+  // A copy with no policies/ folder anywhere near it, as in an image that
+  // holds only the binary.
+  TempDir dir;
+  std::string bin = dir / "a/b/c/sidetrace-agent";
+  REQUIRE(system(("mkdir -p " + dir / "a/b/c" + " && cp " + AgentPath() + " " + bin).c_str()) == 0);
+  Child print = Start(dir, {bin, "--print-default-rules"});
+  REQUIRE(print.Wait());
+  CHECK(print.ExitCode() == 0);
+  CHECK(print.Out().find("# policies/sidetrace_rules.yaml\n") == 0);
+  CHECK(print.Out().find("- rule: Read sensitive file untrusted") != std::string::npos);
+  std::string alerts = dir / "alerts.json";
+  Child c = Start(dir, {bin, "--log-level", "info", "--resolve", "off", "--alerts-out", alerts, "--", "sh", "-c",
+                        "cat /etc/shadow >/dev/null"});
+  REQUIRE(c.Wait());
+  CHECK(c.ExitCode() == 0);
+  CHECK(c.Err().find("paths=\"(built in)\"") != std::string::npos);
+  bool shadow = false;
+  for (auto& a : ReadEvents(alerts)) shadow |= a["rule"] == "Read sensitive file untrusted";
+  CHECK(shadow);
+}
