@@ -26,6 +26,8 @@ bool SameRootAsAgent(pid_t pid) {
   return mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino;
 }
 
+}  // namespace
+
 void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a) {
   *a = event::SocketAddress();
   if (ss.ss_family == AF_INET) {
@@ -44,8 +46,6 @@ void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a) {
     a->unix_path.assign(un->sun_path, strnlen(un->sun_path, sizeof un->sun_path));
   }
 }
-
-}  // namespace
 
 uint64_t NowNs() {
   timespec ts{};
