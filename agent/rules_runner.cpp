@@ -99,17 +99,7 @@ void RulesRunner::TakePendingPolicies() {
 
 bool RulesRunner::MayMatch(const event::Event& e) {
   TakePendingPolicies();
-  // Stand-in: tries the likely outcomes of an open.
-  outcome_ = e;
-  bool any = false;
-  auto on_match = [&any](const rules::Rule&) { any = true; };
-  for (int64_t res : {3, 3, -2, -13}) {
-    outcome_.res = res;
-    outcome_.fd.num = res >= 0 ? res : -1;
-    engine_->Evaluate(outcome_, on_match);
-    outcome_.fd.typechar = 'd';
-  }
-  return any;
+  return engine_->MayMatch(e);
 }
 
 void RulesRunner::OnEvent(const event::Event& e) {

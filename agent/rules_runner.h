@@ -72,7 +72,6 @@ class RulesRunner {
   bool owns_fd_ = false;
   uint64_t alerts_ = 0;
   std::string line_;
-  event::Event outcome_;  // stand-in for Engine::MayMatch until s2-rules lands
 };
 
 }  // namespace sidetrace::agent

@@ -33,7 +33,7 @@
 // ----------------------------
 // SECCOMP_USER_NOTIF_FLAG_CONTINUE lets the kernel run the call but hides its
 // result, and Falco's rules need results (an open that failed is not an
-// open; `fd.num >= 0`). Three options were weighed:
+// open; `fd.num >= 0`). Three ways to learn a result were weighed:
 //   (a) emulate the call in the agent and return its result (files via
 //       SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND): exact, one
 //       round trip, and no TOCTOU, since the tracee receives the very file the
@@ -44,8 +44,32 @@
 //       failed open, so fd.num is a guess;
 //   (c) RET_TRACE plus a ptrace exit stop where a result matters: exact but
 //       +253 us per call here, 20 times the notification cost.
-// We take (a) for the calls whose result the rules need, inside provable
-// bounds, and CONTINUE everywhere else:
+// (a) is the only exact one that is not a ptrace stop, but it is not cheap
+// either: the kernel's ADDFD path has no synchronous wake-up (only
+// NOTIF_SEND honours SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP). The agent wakes the
+// tracee with a plain complete() and then sleeps until the tracee has
+// installed the fd: two cross-CPU wake-ups, and an emulated openat+close
+// measured 51 us where a CONTINUEd one took 15-24 us (bench/RESULTS.md).
+// Most opens interest no rule (a web server's document root, libraries), so
+// the agent pays for a result only when a rule could care about it
+// (EmulateMode::kRules, the default):
+//   1. At entry the event is built with everything but the result: the path
+//      (one process_vm_readv, resolved against the cached cwd), flags, mode,
+//      the process from the table. The rules engine is asked
+//      Engine::MayMatch, a three-valued evaluation in which every check on a
+//      result field (evt.res, fd.num, fd.typechar...) is "maybe".
+//   2. False: no rule can match whatever the call returns. The agent replies
+//      CONTINUE at once (NOTIF_SEND, synchronous wake-up, one round trip) and
+//      raises no alert; the event still counts in the stats (and is written
+//      with evt.arg.res=unknown under --events-out --emulate=rules). This path
+//      allocates nothing, reads no /proc file and formats no JSON in steady
+//      state.
+//   3. True (/etc/shadow read by an untrusted program, a write below /etc):
+//      the call is emulated as in (a) and the event carries the exact result.
+// A path relative to a directory the agent cannot name cheaply is paid for.
+// --events-out makes kAll the default (an events file is a record: every
+// open in it has its exact result); --emulate=off never emulates.
+// The calls, inside provable bounds:
 //   - open, openat, openat2, creat: OpenEmulator (open_emulator.h lists the
 //     conditions) opens the file with the tracee's fsuid/fsgid/groups on the
 //     agent's thread and sends it with ADDFD|SEND, so evt.res and fd.num are
@@ -55,20 +79,11 @@
 //   - connect on a non-blocking inet socket: the agent duplicates the socket
 //     (pidfd_getfd) and connects it itself; both hold the same socket, so
 //     the tracee's socket is connected, and the result (0, EINPROGRESS,
-//     ECONNREFUSED...) is exact. Blocking and unix sockets CONTINUE (a
-//     blocking connect would stall the single-threaded agent; a unix path
-//     resolves against the caller's root and cwd).
-//   - everything else (chdir, unlink, setuid, socket...) CONTINUEs and
-//     is reported at entry, with the arguments read before the call runs.
-// The filter is loaded with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (5.19),
-// so once the agent has read a notification only a fatal signal interrupts
-// the tracee's wait: an emulated O_CREAT|O_EXCL is never run twice by a
-// signal-restarted call. Memory read from the tracee is validated with
-// SECCOMP_IOCTL_NOTIF_ID_VALID before use, as seccomp_unotify(2) requires
-// (the pid may have been reused). The raw ioctls are used rather than
-// libseccomp 2.5.4's notify helpers, which do not zero the request and
-// report every failure as -ECANCELED.
-//
+//     ECONNREFUSED...) is exact. The reply is a NOTIF_SEND (synchronous), so
+//     this costs no extra wake-up and is done whatever the rules. Blocking
+//     and unix sockets CONTINUE (a blocking connect would stall the
+//     single-threaded agent; a unix path resolves against the caller's root
+//     and cwd).
 //   - bind, listen, and accept/accept4 on a non-blocking socket: performed
 //     on a pidfd_getfd duplicate of the tracee's socket (socket_syscalls.h);
 //     an accepted connection is installed with ADDFD|SEND. Blocking accepts
@@ -76,6 +91,26 @@
 //   - dup, dup2, dup3, fcntl(F_DUPFD*): trapped only when a rule looks at
 //     them; emulated with pidfd_getfd + ADDFD (fd_syscalls.h), so
 //     evt.rawres is the exact new fd.
+//   - everything else (chdir, unlink, setuid, socket...) CONTINUEs and
+//     is reported at entry, with the arguments read before the call runs.
+// The price of the fast path: after a CONTINUE the kernel reads the path
+// again, so a workload thread that rewrites the buffer between the agent's
+// read and the kernel's opens something the rules never judged (the TOCTOU
+// seccomp_unotify(2) warns about; Falco's kernel probes, which read
+// arguments at syscall exit, have the same window). An emulated open has no
+// such window.
+// The filter is loaded with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (5.19),
+// so once the agent has read a notification only a fatal signal interrupts
+// the tracee's wait: an emulated O_CREAT|O_EXCL is never run twice by a
+// signal-restarted call. Memory read from the tracee is validated with
+// SECCOMP_IOCTL_NOTIF_ID_VALID before the agent acts on it, as
+// seccomp_unotify(2) requires (the pid may have been reused); on the fast
+// open path the CONTINUE reply itself is the check (it reaches the caller
+// only while the caller waits, so its pid was not reused), and the event is
+// emitted only when the reply succeeded. The raw ioctls are used rather than
+// libseccomp 2.5.4's notify helpers, which do not zero the request and
+// report every failure as -ECANCELED.
+//
 // Close and the other fcntl commands are not trapped: each one would cost a
 // round trip on very hot paths. The fd table is filled from /proc at start
 // and by the events above, and fd names are re-read from /proc/PID/fd when a
@@ -115,6 +150,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -127,6 +163,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -616,17 +653,19 @@ struct Tracer::Impl {
 
   // --- seccomp notifications ------------------------------------------------
 
-  void Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
+  // False when the reply did not reach the caller (ENOENT: it was killed,
+  // and its notification with it).
+  bool Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
     seccomp_notif_resp resp{};
     resp.id = id;
     resp.val = val;
     resp.error = error;
     resp.flags = flags;
-    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0 && errno != ENOENT) {
-      log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
-    }
+    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0) return true;
+    if (errno != ENOENT) log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
+    return false;
   }
-  void Continue(uint64_t id) { Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
+  bool Continue(uint64_t id) { return Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
   bool StillValid(uint64_t id) { return ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
 
   void HandleNotification() {
@@ -673,7 +712,7 @@ struct Tracer::Impl {
   void OnOpen(const seccomp_notif& req, Proc* p, EventType type, int dirfd, uint64_t path_addr, uint64_t flags,
               uint64_t mode, uint64_t resolve, bool is_openat2) {
     const pid_t tid = static_cast<pid_t>(req.pid);
-    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0 || !StillValid(req.id)) {
+    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0) {
       Continue(req.id);  // bad pointer or gone: the kernel answers
       return;
     }
@@ -688,7 +727,10 @@ struct Tracer::Impl {
         may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
       }
       if (!may_match) {
-        Continue(req.id);
+        // A reply that reaches the caller proves the memory read above was
+        // the caller's (its pid cannot be reused while it waits), which
+        // saves SECCOMP_IOCTL_NOTIF_ID_VALID here.
+        if (!Continue(req.id)) return;
         ++stats_.opens_fast;
         if (wanted) {
           ev.SetArg("res", "unknown");
@@ -696,6 +738,10 @@ struct Tracer::Impl {
         }
         return;
       }
+    }
+    if (!StillValid(req.id)) {
+      Continue(req.id);
+      return;
     }
     OpenRequest r;
     r.tid = tid;
@@ -785,8 +831,8 @@ struct Tracer::Impl {
     ev.SetArg("name", "");
     FormatOpenFlags(flags, &scratch_);
     ev.SetArg("flags", scratch_);
-    char buf[24];
-    auto end = fmt::format_to_n(buf, sizeof buf, "0{:o}", mode).out;
+    char buf[24] = {'0'};
+    char* end = std::to_chars(buf + 1, buf + sizeof buf, mode, 8).ptr;
     ev.SetArg("mode", std::string_view(buf, static_cast<size_t>(end - buf)));
   }
 
@@ -1061,8 +1107,14 @@ struct Tracer::Impl {
       }
     }
     sink->Flush();
-    log::Info("tracing finished", "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={}",
-              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback);
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
+    log::Info("tracing finished",
+              "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} cpu_user_us={} "
+              "cpu_sys_us={}",
+              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
+              us(ru.ru_utime), us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };

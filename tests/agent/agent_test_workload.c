@@ -5,6 +5,7 @@
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
 //   fail-open PATH        open a path that must fail, print the errno
+//   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   fds                   print the fds this process inherited
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
 //   threads N             N threads each opening /etc/hostname
@@ -95,6 +96,23 @@ int main(int argc, char** argv) {
     int fd = open(argv[2], O_RDONLY);
     printf("fd %d errno %d\n", fd, fd < 0 ? errno : 0);
     return fd < 0 ? 0 : 1;
+  }
+  if (!strcmp(mode, "read-n") && argc > 3) {
+    long n = atol(argv[3]), bytes = 0;
+    int fd = -1;
+    for (long i = 0; i < n; ++i) {
+      fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        printf("open %ld: errno %d\n", i, errno);
+        return 1;
+      }
+      char buf[256];
+      ssize_t got = read(fd, buf, sizeof buf);
+      if (got > 0) bytes += got;
+      close(fd);
+    }
+    printf("fd %d bytes %ld\n", fd, bytes);
+    return 0;
   }
   if (!strcmp(mode, "fds")) {
     printf("fds");
