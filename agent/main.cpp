@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/default_policies.h"
 #include "agent/event_sink.h"
 #include "agent/rules_runner.h"
 #include "agent/tracer.h"
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
   desc.add_options()
       ("help,h", "print this help and exit")
       ("version", "print the version and exit")
+      ("print-default-rules", "print the policies compiled into the agent (its default rules) and exit")
       ("events-out", po::value(&f.events_out), "write every event as a JSON line to PATH ('-' for stderr)")
       ("log-level", po::value(&f.log_level)->default_value("warn"), "debug, info, warn, error or off")
       ("mode", po::value(&f.mode)->default_value("auto"),
@@ -123,7 +125,8 @@ int main(int argc, char** argv) {
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
       ("rules", po::value(&f.rules)->composing(),
-       "Falco rules file or folder (repeatable; default: the bundled policies/ folder)")
+       "Falco rules file or folder (repeatable; default: a policies/ folder next to the binary, else the "
+       "policies compiled in)")
       ("alerts-out", po::value(&f.alerts_out)->default_value("-"), "write alerts as Falco JSON lines to PATH ('-': stderr)")
       ("min-priority", po::value(&f.min_priority)->default_value("debug"), "disable rules less severe than this")
       ("resolve", po::value(&f.resolve)->default_value("hosts"),
@@ -145,7 +148,7 @@ int main(int argc, char** argv) {
                                       if (env.rfind("SIDETRACE_", 0) != 0) return "";
                                       std::string name = env.substr(10);
                                       for (char& c : name) c = c == '_' ? '-' : static_cast<char>(tolower(c));
-                                      if (name == "help" || name == "version") return "";
+                                      if (name == "help" || name == "version" || name == "print-default-rules") return "";
                                       return desc.find_nothrow(name, false) ? name : "";
                                     }),
               vm);
@@ -160,6 +163,10 @@ int main(int argc, char** argv) {
   }
   if (vm.count("version")) {
     std::cout << "sidetrace-agent " << SIDETRACE_VERSION << "\n";
+    return 0;
+  }
+  if (vm.count("print-default-rules")) {
+    for (const auto& src : agent::DefaultPolicySources()) std::cout << "# policies/" << src.name << "\n" << src.yaml;
     return 0;
   }
   log::Level level;
@@ -216,7 +223,7 @@ int main(int argc, char** argv) {
   sink.SetContainerSource(&container);
 
   std::unique_ptr<agent::RulesRunner> rules;
-  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve, !f.orchestrator.empty()};
+  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
   auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
   if (r.ok()) {
     rules = std::move(r).value();

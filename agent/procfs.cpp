@@ -45,6 +45,14 @@ int ReadTraceeMemory(pid_t pid, uint64_t addr, void* buf, size_t len) {
   return static_cast<size_t>(n) == len ? 0 : -EFAULT;
 }
 
+int WriteTraceeMemory(pid_t pid, uint64_t addr, const void* buf, size_t len) {
+  iovec local{const_cast<void*>(buf), len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  ssize_t n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+  if (n < 0) return -errno;
+  return static_cast<size_t>(n) == len ? 0 : -EFAULT;
+}
+
 int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out) {
   out->clear();
   if (addr == 0) return -EFAULT;

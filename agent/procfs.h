@@ -1,4 +1,5 @@
-// Reading a traced process: its memory (process_vm_readv, bounded) and its
+// Reading a traced process: its memory (process_vm_readv, bounded; writes
+// only for emulated calls' out-parameters) and its
 // /proc entries (status, cmdline, exe, cwd, fd links).
 //
 // All functions are plain syscalls on behalf of the single tracer thread; they
@@ -21,6 +22,9 @@ namespace sidetrace::agent {
 int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out);
 // Reads exactly `len` bytes at `addr`; 0 or -errno.
 int ReadTraceeMemory(pid_t pid, uint64_t addr, void* buf, size_t len);
+// Writes exactly `len` bytes at `addr` (an emulated accept's peer address);
+// 0 or -errno. REQUIRES: the tracee is stopped in a notification.
+int WriteTraceeMemory(pid_t pid, uint64_t addr, const void* buf, size_t len);
 
 // The fields of /proc/PID/status the agent uses.
 struct ProcStatus {

@@ -3,8 +3,8 @@
 // evaluates every event and writes each alert as one line of Falco JSON.
 //
 // Default rules: the bundled policies/ folder, looked up next to the binary
-// (<bin>/../policies, <bin>/../share/sidetrace/policies) and then in the
-// source tree the binary was built from.
+// (<bin>/../policies, <bin>/../share/sidetrace/policies, <bin>/../../policies),
+// else the same policies compiled into the binary (default_policies.h).
 // Policies pushed by the orchestrator replace the loaded ones without
 // restarting the workload: OfferPolicies compiles them on the caller's thread
 // (the link's), and the tracer thread switches engines before its next event.
@@ -36,9 +36,6 @@ class RulesRunner {
     std::string alerts_out = "-";    // "-" is stderr
     std::string min_priority = "debug";
     std::string resolve = "hosts";   // dns|hosts|off, for fd.sip.name
-    // Policies will come from the orchestrator: without local rules, start
-    // with none instead of failing.
-    bool policies_pushed = false;
   };
   static Result<std::unique_ptr<RulesRunner>> Create(const Options& options);
   ~RulesRunner();

@@ -84,10 +84,14 @@
 //     and unix sockets CONTINUE (a blocking connect would stall the
 //     single-threaded agent; a unix path resolves against the caller's root
 //     and cwd).
+//   - bind, listen, and accept/accept4 on a non-blocking socket: performed
+//     on a pidfd_getfd duplicate of the tracee's socket (socket_syscalls.h);
+//     an accepted connection is installed with ADDFD|SEND. Blocking accepts
+//     CONTINUE (they would stall the agent).
 //   - dup, dup2, dup3, fcntl(F_DUPFD*): trapped only when a rule looks at
 //     them; emulated with pidfd_getfd + ADDFD (fd_syscalls.h), so
 //     evt.rawres is the exact new fd.
-//   - everything else (chdir, unlink, setuid, socket, bind...) CONTINUEs and
+//   - everything else (chdir, unlink, setuid, socket...) CONTINUEs and
 //     is reported at entry, with the arguments read before the call runs.
 // The price of the fast path: after a CONTINUE the kernel reads the path
 // again, so a workload thread that rewrites the buffer between the agent's
@@ -168,6 +172,7 @@
 #include "agent/open_emulator.h"
 #include "agent/process_table.h"
 #include "agent/procfs.h"
+#include "agent/socket_syscalls.h"
 #include "common/util/log.h"
 
 // Not in Debian 12's kernel headers (Linux 6.6 UAPI).
@@ -693,6 +698,7 @@ struct Tracer::Impl {
       }
       case Sys::kConnect: return OnConnect(req, p);
       case Sys::kDup: case Sys::kDup2: case Sys::kDup3: case Sys::kFcntl: return OnDup(req, p, *sys);
+      case Sys::kBind: case Sys::kListen: case Sys::kAccept: case Sys::kAccept4: return OnSocketCall(req, p, *sys);
       default: return OnOther(req, p, *sys);
     }
   }
@@ -951,6 +957,30 @@ struct Tracer::Impl {
     Emit();
   }
 
+  // bind, listen, accept, accept4 (socket_syscalls.h): exact results where
+  // the agent can run them without blocking; the fd table learns the
+  // accepted connection and the bound/listening socket's address.
+  void OnSocketCall(const seccomp_notif& req, Proc* p, Sys sys) {
+    const pid_t tid = static_cast<pid_t>(req.pid);
+    if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(*SysEvent(sys), tid, p);
+    if (!p->creds_valid && ReadProcStatus(tid, &p->creds)) p->creds_valid = true;
+    const auto& a = req.data.args;
+    SocketOutcome out =
+        HandleSocketCall(notif_fd, req, tid, p->pidfd, p->creds.cap_eff, sys, opt.emulate != EmulateMode::kOff);
+    if (!out.replied) return;
+    if (out.known && out.res >= 0 && out.described) p->fds[static_cast<int>(out.fd.num)] = out.fd;
+    if (!wanted) return;
+    ev.res = out.res;
+    if (out.described) ev.fd = out.fd;
+    ev.SetArg("fd", std::to_string(static_cast<int>(a[0])));
+    if (sys == Sys::kListen) ev.SetArg("backlog", std::to_string(static_cast<int>(a[1])));
+    if (sys == Sys::kAccept4) ev.SetArg("flags", std::to_string(static_cast<int>(a[3])));
+    if (!out.known) ev.SetArg("res", "unknown");
+    Emit();
+  }
+
   // Path argument `addr`, resolved against `dirfd` (or the cwd).
   std::string PathArg(pid_t tid, Proc* p, int dirfd, uint64_t addr) {
     std::string path;
@@ -1016,18 +1046,13 @@ struct Tracer::Impl {
         break;
       }
       case Sys::kSocket: num("domain", a[0]); num("type", a[1]); num("proto", a[2]); break;
-      case Sys::kBind: case Sys::kSendto: case Sys::kSendmsg: case Sys::kAccept: case Sys::kAccept4:
-      case Sys::kListen: case Sys::kFinitModule: {
+      case Sys::kSendto: case Sys::kSendmsg: case Sys::kFinitModule: {
         num("fd", a[0]);
         event::FdInfo fd;
         if (d0 >= 0 && DescribeFd(p->info->pid, p->pidfd, d0, &fd)) ev.fd = fd;
         if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage)) {
           sockaddr_storage ss{};
           if (ReadTraceeMemory(tid, a[4], &ss, a[5]) == 0) FillAddress(ss, static_cast<socklen_t>(a[5]), &ev.fd.remote);
-        }
-        if (sys == Sys::kBind && a[2] <= sizeof(sockaddr_storage)) {
-          sockaddr_storage ss{};
-          if (ReadTraceeMemory(tid, a[1], &ss, a[2]) == 0) FillAddress(ss, static_cast<socklen_t>(a[2]), &ev.fd.local);
         }
         break;
       }

@@ -10,6 +10,9 @@
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
 //   threads N             N threads each opening /etc/hostname
 //   stop-self             raise SIGSTOP, then print "resumed"
+//   accept                bind/listen on 127.0.0.1, connect to itself, then a
+//                         non-blocking accept4 (with the peer address), one
+//                         that finds nothing (EAGAIN) and a blocking accept
 //   dup PATH              dup family on PATH, printing each call's result as
 //                         "<syscall> <result or -errno> <FD_CLOEXEC>"
 #define _GNU_SOURCE
@@ -117,6 +120,42 @@ int main(int argc, char** argv) {
       if (fcntl(fd, F_GETFD) >= 0) printf(" %d", fd);
     }
     printf("\n");
+    return 0;
+  }
+  if (!strcmp(mode, "accept")) {
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    printf("bind %d\n", bind(l, (struct sockaddr*)&a, sizeof a));
+    printf("listen %d\n", listen(l, 8));
+    socklen_t len = sizeof a;
+    getsockname(l, (struct sockaddr*)&a, &len);
+    printf("port %d\n", ntohs(a.sin_port));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c, (struct sockaddr*)&a, sizeof a);
+    struct sockaddr_in me = {0};
+    len = sizeof me;
+    getsockname(c, (struct sockaddr*)&me, &len);
+    printf("client %d\n", ntohs(me.sin_port));
+    struct pollfd p = {l, POLLIN, 0};
+    poll(&p, 1, 5000);
+    struct sockaddr_in peer = {0};
+    len = sizeof peer;
+    int s = accept4(l, (struct sockaddr*)&peer, &len, SOCK_CLOEXEC);
+    printf("accept4 %d %d %d %d\n", s, ntohs(peer.sin_port), (int)len, fcntl(s, F_GETFD));
+    int none = accept(l, NULL, NULL);
+    printf("accept %d\n", none < 0 ? -errno : none);
+    int b = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_port = 0;
+    bind(b, (struct sockaddr*)&a, sizeof a);
+    listen(b, 8);
+    len = sizeof a;
+    getsockname(b, (struct sockaddr*)&a, &len);
+    int c2 = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c2, (struct sockaddr*)&a, sizeof a);
+    int s2 = accept(b, NULL, NULL);
+    printf("blocking %d\n", s2);
     return 0;
   }
   if (!strcmp(mode, "dup") && argc > 2) {

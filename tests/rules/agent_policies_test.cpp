@@ -264,3 +264,17 @@ TEST_CASE("terminal and stream redirection rules on real processes", "[rules][ag
                   "Redirect STDOUT/STDIN to network connection in container"));
   CHECK(Captured("dup2", 1, "python3"));
 }
+
+TEST_CASE("drop and execute on a real overlayfs", "[rules][agent]") {
+  // An image-like overlay in a private mount namespace: `base` is in the
+  // lower layer (the image), anything written through the mount lands in
+  // the upper one.
+  std::string overlay =
+      "exec unshare --mount sh -c 'rm -rf $T/ov && mkdir -p $T/ov/lower $T/ov/upper $T/ov/work $T/ov/merged && "
+      "cp /bin/true $T/ov/lower/base && mount -t overlay ov -o "
+      "lowerdir=$T/ov/lower,upperdir=$T/ov/upper,workdir=$T/ov/work $T/ov/merged && exec \"$@\"' sh \"$@\"";
+  CHECK(Has(Fire("cp /bin/true $T/ov/merged/dropped && $T/ov/merged/dropped", overlay),
+            "Drop and execute new binary in container"));
+  CHECK_FALSE(Has(Fire("$T/ov/merged/base", overlay), "Drop and execute new binary in container"));
+  CHECK(Captured("execve", 0, "base"));
+}
