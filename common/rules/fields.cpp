@@ -194,6 +194,20 @@ size_t FdSlash(const ExtractContext& ctx) {
   return ctx.fd_slash;
 }
 
+// The ExtractContext::built slot of fields whose text is built from parts.
+int BuiltSlot(FieldId id, bool has_arg) {
+  switch (id) {
+    case FieldId::kEvtArgs: return 0;
+    case FieldId::kProcArgs: return 1;
+    case FieldId::kProcCmdline: return 2;
+    case FieldId::kProcExeline: return 3;
+    case FieldId::kProcPcmdline: return 4;
+    case FieldId::kThreadCapEffective: return 5;
+    case FieldId::kProcEnv: return has_arg ? -1 : 6;  // proc.env[NAME] is a view
+    default: return -1;
+  }
+}
+
 }  // namespace
 
 const ResolvedNames* ExtractContext::Names() const {
@@ -246,13 +260,15 @@ bool BindField(std::string_view name, bool has_arg, std::string_view arg, BoundF
     } else {
       out->multi = f.flags & kMultiValued;
     }
+    out->built = BuiltSlot(f.id, has_arg);
     return true;
   }
   *why = "unknown field '" + std::string(name) + "'";
   return false;
 }
 
-bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
+// ExtractField without the cache of built texts (ExtractContext::built).
+static bool ExtractUncached(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
   const Event& e = *ctx.event;
   const ProcessInfo* p = e.proc;
   const event::ContainerInfo* c = e.container;
@@ -426,6 +442,17 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
       return false;
   }
   return false;
+}
+
+bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
+  if (f.built < 0) return ExtractUncached(f, ctx, k, scratch, out);
+  const uint8_t bit = static_cast<uint8_t>(1u << f.built);
+  std::string& text = ctx.built[f.built];
+  if (!(ctx.built_ready & bit)) {
+    if (!ExtractUncached(f, ctx, k, &text, out)) return false;
+    ctx.built_ready |= bit;
+  }
+  return k == 0 && Str(text, out);
 }
 
 size_t LastSlash(std::string_view s) {

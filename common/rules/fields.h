@@ -72,6 +72,7 @@ struct BoundField {
   int index = -1;       // numeric argument, -1 when none
   bool multi = false;   // iterate values (ancestors, names of an address)
   FieldType type = FieldType::kString;  // after transformers
+  int built = -1;       // text built from parts (proc.cmdline...): its ExtractContext::built slot
 };
 
 // Resolves `name` with optional `[arg]`; evt.arg.NAME and aws.* are
@@ -93,12 +94,19 @@ struct ExtractContext {
   void SetEvent(const event::Event* e) {
     event = e;
     fd_slash = kSlashNotYet;
+    built_ready = 0;
   }
   const event::Event* event = nullptr;
   // Where fd.name's last '/' is (npos: none), found once per event:
   // fd.directory and fd.filename are read by several rules.
   static constexpr size_t kSlashNotYet = std::string_view::npos - 1;
   mutable size_t fd_slash = kSlashNotYet;
+  // Texts built from parts (proc.args, proc.cmdline, evt.args...), built
+  // once per event: several rules test them (bit i of built_ready: built[i]
+  // holds this event's). The strings keep their capacity.
+  static constexpr int kBuiltSlots = 7;
+  mutable std::string built[kBuiltSlots];
+  mutable uint8_t built_ready = 0;
   const Resolver* resolver = nullptr;  // for fd.*.name; may be null
   // The resolver's table, taken on first use for this event (most events
   // never need it, and taking it locks a mutex).

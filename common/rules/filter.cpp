@@ -194,8 +194,13 @@ class BoolFilter : public Filter {
     }
     if (c_.empty()) c_.push_back(std::make_unique<ConstFilter>(kIsAnd));
     std::stable_sort(c_.begin(), c_.end(), [](const auto& a, const auto& b) { return a->Cost() < b->Cost(); });
+    // Expected cost when each child decides half the time: c0 + c1/2 +
+    // c2/4... A macro of several cheap checks (open_write) is then cheaper
+    // than one string check, and runs first, where its memo serves every
+    // rule that uses it.
     cost_ = 0;
-    for (const auto& c : c_) cost_ += c->Cost();
+    for (size_t i = 0; i < c_.size() && i < 16; ++i) cost_ += c_[i]->Cost() >> i;
+    cost_ = std::max(cost_, 1);
   }
   bool Eval(EvalContext& ctx) const override {
     for (const auto& f : c_) {
@@ -243,22 +248,24 @@ class MemoFilter : public Filter {
  public:
   MemoFilter(std::shared_ptr<const Filter> inner, size_t slot) : inner_(std::move(inner)), slot_(slot) {}
   bool Eval(EvalContext& ctx) const override {
-    if (ctx.memo_epoch[slot_] == ctx.epoch) return ctx.memo_value[slot_];
-    bool v = inner_->Eval(ctx);
-    ctx.memo_epoch[slot_] = ctx.epoch;
-    ctx.memo_value[slot_] = v;
-    return v;
+    return Remembered(ctx.memo_epoch, ctx.memo_value, ctx.epoch, [&] { return uint8_t{inner_->Eval(ctx)}; });
   }
   Tri May(EvalContext& ctx) const override {
-    if (ctx.may_epoch[slot_] == ctx.epoch) return ctx.may_value[slot_];
-    Tri v = inner_->May(ctx);
-    ctx.may_epoch[slot_] = ctx.epoch;
-    ctx.may_value[slot_] = v;
-    return v;
+    return Remembered(ctx.may_epoch, ctx.may_value, ctx.epoch, [&] { return inner_->May(ctx); });
   }
   int Cost() const override { return inner_->Cost(); }
 
  private:
+  // The macro's value for the current event (epoch), computed once.
+  template <typename T, typename Compute>
+  T Remembered(std::vector<uint64_t>& epochs, std::vector<T>& values, uint64_t epoch, Compute compute) const {
+    if (epochs[slot_] != epoch) {
+      values[slot_] = compute();
+      epochs[slot_] = epoch;
+    }
+    return values[slot_];
+  }
+
   std::shared_ptr<const Filter> inner_;
   size_t slot_;
 };
@@ -288,6 +295,8 @@ class CheckFilter : public Filter {
       auto t = static_cast<event::EventType>(type);
       after_result_[type] = IsResultField(lhs_.field, t) || (rhs && IsResultField(rhs->field, t));
     }
+    FieldId id = lhs_.field.info->id;
+    file_type_only_ = !rhs && (id == FieldId::kFdTypechar || id == FieldId::kFdType);
     *bad = -1;
     if (rhs) {
       rhs_ = std::make_unique<CompiledField>(*rhs);
@@ -378,7 +387,6 @@ class CheckFilter : public Filter {
       return false;
     }
     // Cost: what extraction and comparison take, roughly in string compares.
-    FieldId id = lhs_.field.info->id;
     bool built = id == FieldId::kProcCmdline || id == FieldId::kProcArgs || id == FieldId::kProcPcmdline ||
                  id == FieldId::kProcExeline || id == FieldId::kProcEnv || id == FieldId::kThreadCapEffective ||
                  id == FieldId::kEvtArgs || id == FieldId::kEvtArg;
@@ -394,6 +402,7 @@ class CheckFilter : public Filter {
   Tri May(EvalContext& ctx) const override {
     size_t type = static_cast<size_t>(ctx.x.event->type);
     if (type < event::kEventTypeCount && after_result_[type]) return Tri::kUnknown;
+    if (ctx.only_file_type && !file_type_only_) return Tri::kUnknown;
     return Eval(ctx) ? Tri::kTrue : Tri::kFalse;
   }
 
@@ -555,6 +564,7 @@ class CheckFilter : public Filter {
   int cost_ = 0;
   // Event types where this check waits for the syscall's result.
   std::bitset<event::kEventTypeCount> after_result_;
+  bool file_type_only_ = false;  // on fd.typechar / fd.type: see only_file_type
 };
 
 }  // namespace

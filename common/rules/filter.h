@@ -33,6 +33,10 @@ struct EvalContext {
   // The same for MayMatch, whose macro results are three-valued.
   std::vector<uint64_t> may_epoch;
   std::vector<Tri> may_value;
+  // Set while the engine asks, at load time, whether a rule can match an
+  // open of a directory at all: May() then knows only evt.type and
+  // fd.typechar/fd.type (x.typechar), every other check is kUnknown.
+  bool only_file_type = false;
 };
 
 class Filter {

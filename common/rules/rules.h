@@ -201,11 +201,15 @@ class Engine {
   // macro results of the previous one.
   void BeginEvent(const event::Event& e) const;
   bool Matches(const RuleSlot& slot) const;  // on the event BeginEvent set
+  void IndexDirectoryOpens();                 // fills by_type_dir_
 
   std::unique_ptr<CompiledRules> compiled_;
   std::vector<const Rule*> enabled_;
   std::vector<const Rule*> all_;
   std::vector<RuleSlot> by_type_[event::kEventTypeCount];
+  // For MayMatch on opens: the slots of by_type_ that can match when the
+  // path turns out to be a directory (most rules need fd.typechar 'f').
+  std::vector<RuleSlot> by_type_dir_[event::kEventTypeCount];
   std::bitset<event::kEventTypeCount> event_types_;
   std::unique_ptr<Resolver> resolver_;
   std::string hostname_;

@@ -378,6 +378,21 @@ TEST_CASE("MayMatch: whether an open opens a file or a directory is a result", "
   CHECK_FALSE(May("fd.num = 5", conn.e));  // the socket is the argument
 }
 
+TEST_CASE("MayMatch: rules for directories among rules for files", "[rules][maymatch]") {
+  auto engine = Load(
+      "- rule: file\n  desc: d\n  condition: evt.type = openat and fd.typechar = f and fd.name = /a\n"
+      "  output: o\n  priority: INFO\n"
+      "- rule: dir\n  desc: d\n  condition: evt.type = openat and not fd.type = file and fd.name = /b\n"
+      "  output: o\n  priority: INFO\n");
+  auto p = Proc("ls");
+  CHECK(engine->MayMatch(Open(p, "/a").e));
+  CHECK(engine->MayMatch(Open(p, "/b").e));  // only as a directory
+  CHECK_FALSE(engine->MayMatch(Open(p, "/c").e));
+  auto b = Open(p, "/b");
+  b.e.fd.typechar = 'd';
+  CHECK(Fired(*engine, b.e) == std::vector<std::string>{"dir"});
+}
+
 TEST_CASE("MayMatch: macros memoise the three-valued result apart from Evaluate", "[rules][maymatch]") {
   const std::string macros =
       "- macro: opened\n  condition: (evt.type = openat and fd.num >= 0)\n"
