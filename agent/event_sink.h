@@ -40,6 +40,9 @@ class EventSink {
   // True when anything looks at events: building one is then worth it.
   bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
   void Emit(event::Event& e, bool may_alert = true);
+  // Points e.container at the current container snapshot, as Emit does: for
+  // a look at an event before it is emitted (the rules' MayMatch at entry).
+  void StampContainer(event::Event& e);
   void Flush();
 
   uint64_t emitted() const { return num_; }

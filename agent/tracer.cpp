@@ -722,6 +722,8 @@ struct Tracer::Impl {
       bool may_match = false;
       if (wanted) {
         NewOpenEvent(type, tid, p, flags, mode);
+        sink->StampContainer(ev);  // container.* and evt.num as the rules will see them
+        ev.num = sink->emitted() + 1;
         // A name the agent cannot tell cheaply is paid for: the emulator
         // resolves it exactly.
         may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));

@@ -128,3 +128,30 @@ TEST_CASE("agent_results: the default (alerts only) pays for no benign open") {
   CHECK(lines[0]["rule"] == "Read sensitive file untrusted");
   CHECK(lines[0]["output_fields"]["fd.name"] == "/etc/shadow");
 }
+
+TEST_CASE("agent_results: the question at entry sees the container the alert will show") {
+  // container.name comes from HOSTNAME; a rule that needs it must still make
+  // the agent pay for the open.
+  TempDir dir;
+  std::string marker = dir / "marker", rules = dir / "rules.yaml", alerts = dir / "alerts.json";
+  std::ofstream(marker) << "x";
+  std::ofstream(rules) << "- rule: Marker read in the test box\n"
+                          "  desc: test\n"
+                          "  condition: evt.type in (open, openat) and fd.name = " << marker << "\n"
+                          "    and container.name = sidetrace-test-box and evt.rawres >= 0\n"
+                          "  output: marker read (file=%fd.name fd=%fd.num container=%container.name)\n"
+                          "  priority: WARNING\n";
+  Child c = Start(dir,
+                  {AgentPath(), "--rules", rules, "--alerts-out", alerts, "--resolve", "off", "--log-level", "info",
+                   "--", WorkloadPath(), "read-n", marker, "1"},
+                  "/dev/null", [] { setenv("HOSTNAME", "sidetrace-test-box", 1); });
+  REQUIRE(c.Wait());
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "fd 3 bytes 1\n");
+  CHECK(Counter(c.Err(), "opens_emulated") == 1);
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["output_fields"]["container.name"] == "sidetrace-test-box");
+  CHECK(lines[0]["output_fields"]["fd.num"] == 3);
+}
