@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -71,6 +72,18 @@ DupOutcome HandleDup(int notif_fd, const seccomp_notif& req, int pidfd, Sys sys,
     // dup2(fd, fd) returns fd when it is open and changes nothing.
     close(src);
     Send(notif_fd, req.id, newfd, 0, 0);
+    out.res = newfd;
+    out.known = true;
+    return out;
+  }
+  rlimit rl{};
+  if (setfd && prlimit(static_cast<pid_t>(req.pid), RLIMIT_NOFILE, nullptr, &rl) == 0) {
+    // With the old fd open, dup2/dup3 fail only above RLIMIT_NOFILE (EBADF),
+    // or with EBUSY/ENOMEM (see the header): the kernel runs the call on a
+    // CONTINUE, one synchronous round trip where ADDFD costs two wake-ups.
+    close(src);
+    if (newfd >= rl.rlim_cur) return fail(EBADF);
+    Send(notif_fd, req.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
     out.res = newfd;
     out.known = true;
     return out;

@@ -1,18 +1,26 @@
 // Descriptor duplication (dup, dup2, dup3, fcntl F_DUPFD/F_DUPFD_CLOEXEC)
-// performed by the agent on a tracee's behalf, so that evt.rawres is the
-// exact new descriptor without a ptrace exit stop.
+// answered by the agent for a tracee, so that evt.rawres is the exact new
+// descriptor without a ptrace exit stop.
 //
-// How: the agent takes the tracee's old descriptor with pidfd_getfd (the
+// dup2 and dup3 return newfd on success, and with the old descriptor open
+// (pidfd_getfd succeeds) they can only fail above the tracee's
+// RLIMIT_NOFILE (EBADF, answered by the agent) or with EBUSY (another thread
+// is opening that very number) or ENOMEM: the agent checks the first two and
+// lets the kernel run the call (CONTINUE, one synchronous round trip), and
+// reports newfd. Only the EBUSY race and ENOMEM would make that report
+// wrong. Argument errors (dup3 with old == new or bad flags: EINVAL; dup2
+// onto itself) are answered without running anything.
+//
+// dup and fcntl(F_DUPFD, 0) return the lowest free number, which only the
+// kernel knows: the agent takes the old descriptor with pidfd_getfd (the
 // same open file description, as dup shares it) and installs it with
-// SECCOMP_IOCTL_NOTIF_ADDFD | SECCOMP_ADDFD_FLAG_SEND, which also completes
-// the syscall with the installed number. dup and fcntl(F_DUPFD, 0) take the
-// lowest free number, as the kernel does for ADDFD without SETFD; dup2/dup3
-// add SECCOMP_ADDFD_FLAG_SETFD with the target, which the kernel installs
-// with replace_fd(), the very function dup2 uses (same EBADF above
-// RLIMIT_NOFILE, same EBUSY). dup3's O_CLOEXEC becomes newfd_flags. The
-// install runs in the tracee's own context, so its RLIMIT_NOFILE applies.
-// Argument errors (dup3 with old == new or bad flags, dup2 onto itself) are
-// answered without installing anything.
+// SECCOMP_IOCTL_NOTIF_ADDFD | SECCOMP_ADDFD_FLAG_SEND, which allocates the
+// lowest free number in the tracee's own context (its RLIMIT_NOFILE
+// applies) and completes the syscall with it; F_DUPFD_CLOEXEC becomes
+// newfd_flags. ADDFD costs two cross-CPU wake-ups (no synchronous wake-up in
+// the kernel). When prlimit fails, dup2/dup3 take the same path with
+// SECCOMP_ADDFD_FLAG_SETFD, which installs with replace_fd(), the function
+// dup2 itself uses.
 //
 // Not emulated (CONTINUE, result not observed): fcntl(F_DUPFD, min) with
 // min > 0 (ADDFD cannot ask for "lowest >= min"), and everything when
