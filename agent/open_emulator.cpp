@@ -79,6 +79,11 @@ struct Fd {
 
 }  // namespace
 
+std::string_view BelowRoot(std::string_view path) {
+  size_t skip = path.find_first_not_of('/');
+  return skip == std::string_view::npos ? std::string_view() : path.substr(skip);
+}
+
 OpenEmulator::OpenEmulator() {
   if (access("/proc/self/fd", X_OK) != 0) {
     available_ = false;
@@ -170,7 +175,10 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
   // The directory the path is relative to, and its name for fd.name.
   Fd base;
   std::string base_name;
-  const bool absolute = req.path[0] == '/';
+  // RESOLVE_IN_ROOT makes even an absolute path relative to dirfd (or the
+  // cwd), which is then the root of the lookup.
+  const bool in_root = req.resolve & RESOLVE_IN_ROOT;
+  const bool absolute = req.path[0] == '/' && !in_root;
   if (!absolute) {
     if (req.dirfd == AT_FDCWD) {
       base.fd = open(("/proc/" + std::to_string(req.tid) + "/cwd").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -192,7 +200,7 @@ OpenOutcome OpenEmulator::Open(const OpenRequest& req) {
       return fallback("dirfd name");
     }
   }
-  out.name = absolute ? NormalizePath(req.path) : JoinPath(base_name, req.path);
+  out.name = absolute ? NormalizePath(req.path) : JoinPath(base_name, BelowRoot(req.path));
   const int dirfd = absolute ? AT_FDCWD : base.fd;
 
 

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -58,6 +59,10 @@ struct OpenOutcome {
   std::string name;   // absolute, lexically normalised (Falco's fd.name)
   const char* why = "";  // kFallback: reason, for debug logs
 };
+
+// `path` without its leading slashes: what an absolute path names below the
+// lookup's root under openat2's RESOLVE_IN_ROOT.
+std::string_view BelowRoot(std::string_view path);
 
 class OpenEmulator {
  public:

@@ -726,7 +726,7 @@ struct Tracer::Impl {
         ev.num = sink->emitted() + 1;
         // A name the agent cannot tell cheaply is paid for: the emulator
         // resolves it exactly.
-        may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
+        may_match = !NameAtEntry(p, dirfd, resolve) || (opt.may_match && opt.may_match(ev));
       }
       if (!may_match) {
         // A reply that reaches the caller proves the memory read above was
@@ -795,13 +795,13 @@ struct Tracer::Impl {
         ++stats_.opens_fallback;
         known = false;
         if (out.name.empty()) {
-          if (r.path[0] == '/' ) {
+          if (r.path[0] == '/' && !(resolve & RESOLVE_IN_ROOT)) {
             out.name = NormalizePath(r.path);
           } else {
             std::string base;
             std::string link = dirfd == AT_FDCWD ? fmt::format("/proc/{}/cwd", tid)
                                                  : fmt::format("/proc/{}/fd/{}", p->info->pid, dirfd);
-            if (Readlink(link, &base)) out.name = JoinPath(base, r.path);
+            if (Readlink(link, &base)) out.name = JoinPath(base, BelowRoot(r.path));
           }
         }
         break;
@@ -841,7 +841,10 @@ struct Tracer::Impl {
   // Sets the entry event's fd.name and evt.arg.name from path_; false when
   // the directory it is relative to is not known without a /proc read that
   // may not even describe what the kernel will use.
-  bool NameAtEntry(Proc* p, int dirfd) {
+  bool NameAtEntry(Proc* p, int dirfd, uint64_t resolve) {
+    // openat2's RESOLVE_IN_ROOT reads even "/etc/shadow" below dirfd, and
+    // ".." cannot leave it: not a lexical join.
+    if (resolve & RESOLVE_IN_ROOT) return false;
     std::string_view base;
     if (!path_.empty() && path_[0] != '/') {
       if (dirfd == AT_FDCWD) {

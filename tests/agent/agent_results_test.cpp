@@ -155,3 +155,26 @@ TEST_CASE("agent_results: the question at entry sees the container the alert wil
   CHECK(lines[0]["output_fields"]["container.name"] == "sidetrace-test-box");
   CHECK(lines[0]["output_fields"]["fd.num"] == 3);
 }
+
+TEST_CASE("agent_results: openat2 RESOLVE_IN_ROOT names the file below dirfd") {
+  // "/etc/secret" in root DIR is DIR/etc/secret: a lexical name would be
+  // /etc/secret, which the rule below does not look at.
+  TempDir dir;
+  REQUIRE(mkdir((dir / "etc").c_str(), 0755) == 0);
+  std::string secret = dir / "etc/secret", rules = dir / "rules.yaml", alerts = dir / "alerts.json";
+  std::ofstream(secret) << "abc";
+  std::ofstream(rules) << "- rule: Secret read below a root\n"
+                          "  desc: test\n"
+                          "  condition: evt.type = openat2 and fd.name = " << secret << " and evt.rawres >= 0\n"
+                          "  output: secret read (file=%fd.name fd=%fd.num)\n"
+                          "  priority: WARNING\n";
+  Child c = RunAgent(dir, {"--rules", rules, "--alerts-out", alerts, "--resolve", "off", "--log-level", "info"},
+                     {WorkloadPath(), "read-in-root", dir.path, "/etc/secret"});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "fd 4 bytes 3\n");
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["output_fields"]["fd.name"] == secret);
+  CHECK(lines[0]["output_fields"]["fd.num"] == 4);
+}

@@ -6,6 +6,7 @@
 //   storm N               N x (fork + exec /bin/true), waited one by one
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
+//   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
 //   fds                   print the fds this process inherited
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
 //   threads N             N threads each opening /etc/hostname
@@ -19,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +115,19 @@ int main(int argc, char** argv) {
       close(fd);
     }
     printf("fd %d bytes %ld\n", fd, bytes);
+    return 0;
+  }
+  if (!strcmp(mode, "read-in-root") && argc > 3) {
+    int dir = open(argv[2], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+    int fd = (int)syscall(SYS_openat2, dir, argv[3], &how, sizeof how);
+    if (fd < 0) {
+      printf("openat2: errno %d\n", errno);
+      return 1;
+    }
+    char buf[256];
+    ssize_t got = read(fd, buf, sizeof buf);
+    printf("fd %d bytes %zd\n", fd, got);
     return 0;
   }
   if (!strcmp(mode, "fds")) {
