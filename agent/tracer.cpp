@@ -97,8 +97,9 @@
 // again, so a workload thread that rewrites the buffer between the agent's
 // read and the kernel's opens something the rules never judged (the TOCTOU
 // seccomp_unotify(2) warns about; Falco's kernel probes, which read
-// arguments at syscall exit, have the same window). An emulated open has no
-// such window.
+// arguments at syscall exit, have the same window); so can a chdir racing in
+// another thread against a relative path named from the cached cwd. An
+// emulated open has no such window.
 // The filter is loaded with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (5.19),
 // so once the agent has read a notification only a fatal signal interrupts
 // the tracee's wait: an emulated O_CREAT|O_EXCL is never run twice by a
