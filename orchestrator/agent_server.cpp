@@ -136,7 +136,10 @@ class Session : public std::enable_shared_from_this<Session> {
             return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
           }
           last_seq_ = max_seq = seq;
-          lines.push_back(link::DumpJson(m.body["alert"]));
+          // A batch mixes agents: each alert names its own for the backend.
+          json& alert = m.body["alert"];
+          if (!alert.contains("agent_id")) alert["agent_id"] = agent_id_;
+          lines.push_back(link::DumpJson(alert));
           break;
         }
         case link::MessageType::kStats:
