@@ -1,5 +1,7 @@
 #include "backend/committer.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <vector>
 
@@ -35,6 +37,7 @@ void Committer::Submit(std::shared_ptr<const Batch> batch, Done done) {
 }
 
 void Committer::Run() {
+  pthread_setname_np(pthread_self(), "st-committer");  // per-thread CPU in top and the bench
   std::vector<Item> group;
   std::vector<const Batch*> batches;
   for (;;) {

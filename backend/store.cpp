@@ -1,5 +1,6 @@
 #include "backend/store.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -147,9 +148,10 @@ Status Store::Init() {
   // WAL: readers never block the writer and vice versa. synchronous: see
   // the header. No automatic checkpoints: they would run inside a COMMIT
   // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
-  Status st = Exec(writer_, fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
+  // page_size applies to a new, empty database only (before WAL mode).
+  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
                                         "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
-                                        SyncName(options_.sync), kWalCheckpointBytes * 2)
+                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 2)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
@@ -221,6 +223,7 @@ int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
 }
 
 void Store::Checkpointer() {
+  pthread_setname_np(pthread_self(), "st-checkpoint");
   std::unique_lock lock(checkpoint_mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
