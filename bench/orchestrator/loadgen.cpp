@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -44,6 +46,14 @@ std::string Rfc3339(uint64_t ns) {
   gmtime_r(&s, &t);
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
                      t.tm_hour, t.tm_min, t.tm_sec, ns % 1000000000);
+}
+
+// User + system CPU of this process so far.
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 class Conn : public std::enable_shared_from_this<Conn> {
@@ -244,7 +254,8 @@ int main(int argc, char** argv) {
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   nlohmann::json out = {{"run_id", g_run},          {"agents", agents},       {"welcomed", g_welcomed.load()},
                         {"rejected", g_rejected.load()}, {"errors", g_errors.load()}, {"target_rate", rate},
-                        {"sent", g_sent.load()},     {"acked", g_acked.load()}, {"seconds", secs}};
+                        {"sent", g_sent.load()},     {"acked", g_acked.load()}, {"seconds", secs},
+                        {"cpu_seconds", CpuSeconds()}};
   std::cout << out.dump() << std::endl;
   return g_acked == g_sent && g_errors == 0 ? 0 : 1;
 }
