@@ -32,13 +32,17 @@ Status EventSink::OpenOutput(const std::string& path) {
   return Status::Ok();
 }
 
-void EventSink::Emit(event::Event& e) {
-  e.num = ++num_;
+void EventSink::StampContainer(event::Event& e) {
   if (container_source_ && container_source_->version() != container_version_) {
     container_version_ = container_source_->version();
     container_ = container_source_->Get();
   }
   e.container = container_.get();
+}
+
+void EventSink::Emit(event::Event& e, bool may_alert) {
+  e.num = ++num_;
+  StampContainer(e);
   if (fd_ >= 0) {
     if (buf_.size() > kMaxBuffered) {
       ++dropped_;
@@ -48,7 +52,7 @@ void EventSink::Emit(event::Event& e) {
       if (buf_.size() >= kFlushAt) Flush();
     }
   }
-  if (consumer_) consumer_(e);
+  if (consumer_) consumer_(e, may_alert);
 }
 
 void EventSink::Flush() {

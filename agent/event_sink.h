@@ -27,8 +27,11 @@ class EventSink {
 
   // "-" writes to stderr, anything else is a file created or truncated.
   Status OpenOutput(const std::string& path);
-  // Called for every event after it is written (the rules engine).
-  void SetConsumer(std::function<void(const event::Event&)> consumer) { consumer_ = std::move(consumer); }
+  // Called for every event after it is written (the rules engine, stats).
+  // `may_alert` is false for an event the tracer already knows no rule can
+  // match (it asked before paying for the result): count it, skip rules.
+  using Consumer = std::function<void(const event::Event& e, bool may_alert)>;
+  void SetConsumer(Consumer consumer) { consumer_ = std::move(consumer); }
   // Where the container every event points at comes from (may be null). The
   // sink takes a new snapshot whenever the source publishes one (ECS task
   // metadata arrives in the background after the workload started).
@@ -36,7 +39,10 @@ class EventSink {
 
   // True when anything looks at events: building one is then worth it.
   bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
-  void Emit(event::Event& e);
+  void Emit(event::Event& e, bool may_alert = true);
+  // Points e.container at the current container snapshot, as Emit does: for
+  // a look at an event before it is emitted (the rules' MayMatch at entry).
+  void StampContainer(event::Event& e);
   void Flush();
 
   uint64_t emitted() const { return num_; }
@@ -51,7 +57,7 @@ class EventSink {
   const ecs::SharedContainerInfo* container_source_ = nullptr;
   uint64_t container_version_ = 0;
   std::shared_ptr<const event::ContainerInfo> container_;
-  std::function<void(const event::Event&)> consumer_;
+  Consumer consumer_;
 };
 
 }  // namespace sidetrace::agent

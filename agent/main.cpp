@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/default_policies.h"
 #include "agent/event_sink.h"
 #include "agent/rules_runner.h"
 #include "agent/tracer.h"
@@ -34,7 +35,7 @@ constexpr const char* kUsage =
     "set as an environment variable: --events-out is SIDETRACE_EVENTS_OUT.\n";
 
 struct Flags {
-  std::string events_out, log_level = "warn", mode = "auto", emulate = "on";
+  std::string events_out, log_level = "warn", mode = "auto", emulate;
   bool fail_closed = false;
   std::vector<std::string> rules;
   std::string alerts_out = "-", min_priority = "debug", resolve = "hosts";
@@ -112,17 +113,20 @@ int main(int argc, char** argv) {
   desc.add_options()
       ("help,h", "print this help and exit")
       ("version", "print the version and exit")
+      ("print-default-rules", "print the policies compiled into the agent (its default rules) and exit")
       ("events-out", po::value(&f.events_out), "write every event as a JSON line to PATH ('-' for stderr)")
       ("log-level", po::value(&f.log_level)->default_value("warn"), "debug, info, warn, error or off")
       ("mode", po::value(&f.mode)->default_value("auto"),
        "auto (seccomp notification + ptrace), ptrace (process lifecycle only) or off (init duties only)")
-      ("emulate", po::value(&f.emulate)->default_value("on"),
-       "on: perform opens and non-blocking connects for the workload to learn exact results; off: never")
+      ("emulate", po::value(&f.emulate),
+       "rules: perform an open for the workload (to learn its exact result) only when a rule may match it; "
+       "all: every open; off: never (default: rules, or all with --events-out)")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
       ("rules", po::value(&f.rules)->composing(),
-       "Falco rules file or folder (repeatable; default: the bundled policies/ folder)")
+       "Falco rules file or folder (repeatable; default: a policies/ folder next to the binary, else the "
+       "policies compiled in)")
       ("alerts-out", po::value(&f.alerts_out)->default_value("-"), "write alerts as Falco JSON lines to PATH ('-': stderr)")
       ("min-priority", po::value(&f.min_priority)->default_value("debug"), "disable rules less severe than this")
       ("resolve", po::value(&f.resolve)->default_value("hosts"),
@@ -144,7 +148,7 @@ int main(int argc, char** argv) {
                                       if (env.rfind("SIDETRACE_", 0) != 0) return "";
                                       std::string name = env.substr(10);
                                       for (char& c : name) c = c == '_' ? '-' : static_cast<char>(tolower(c));
-                                      if (name == "help" || name == "version") return "";
+                                      if (name == "help" || name == "version" || name == "print-default-rules") return "";
                                       return desc.find_nothrow(name, false) ? name : "";
                                     }),
               vm);
@@ -159,6 +163,10 @@ int main(int argc, char** argv) {
   }
   if (vm.count("version")) {
     std::cout << "sidetrace-agent " << SIDETRACE_VERSION << "\n";
+    return 0;
+  }
+  if (vm.count("print-default-rules")) {
+    for (const auto& src : agent::DefaultPolicySources()) std::cout << "# policies/" << src.name << "\n" << src.yaml;
     return 0;
   }
   log::Level level;
@@ -182,11 +190,16 @@ int main(int argc, char** argv) {
     std::cerr << "sidetrace-agent: --mode: expected auto, ptrace or off, got '" << f.mode << "'\n";
     return 2;
   }
-  if (f.emulate != "on" && f.emulate != "off") {
-    std::cerr << "sidetrace-agent: --emulate: expected on or off, got '" << f.emulate << "'\n";
+  // An events file is a record of what happened: by default every event in
+  // it carries its exact result, whatever the rules look at.
+  if (f.emulate.empty()) f.emulate = f.events_out.empty() ? "rules" : "all";
+  if (f.emulate == "rules") options.emulate = agent::EmulateMode::kRules;
+  else if (f.emulate == "all" || f.emulate == "on") options.emulate = agent::EmulateMode::kAll;
+  else if (f.emulate == "off") options.emulate = agent::EmulateMode::kOff;
+  else {
+    std::cerr << "sidetrace-agent: --emulate: expected rules, all or off, got '" << f.emulate << "'\n";
     return 2;
   }
-  options.emulate = f.emulate == "on";
 
   agent::EventSink sink;
   if (!f.events_out.empty()) {
@@ -210,13 +223,14 @@ int main(int argc, char** argv) {
   sink.SetContainerSource(&container);
 
   std::unique_ptr<agent::RulesRunner> rules;
-  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve, !f.orchestrator.empty()};
+  agent::RulesRunner::Options ro{f.rules, f.alerts_out, f.min_priority, f.resolve};
   auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
   if (r.ok()) {
     rules = std::move(r).value();
     // Events written out want everything; rules alone need only theirs,
     // unless the orchestrator may push rules that need more.
     if (f.events_out.empty() && f.orchestrator.empty()) options.trapped = rules->Trapped();
+    options.may_match = [runner = rules.get()](const event::Event& e) { return runner->MayMatch(e); };
   } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
     log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
   } else {
@@ -252,8 +266,8 @@ int main(int argc, char** argv) {
   // Per-type event counts travel to the orchestrator in the stats frames.
   std::array<uint64_t, event::kEventTypeCount> seen{};
   if (rules || orchestrator) {
-    sink.SetConsumer([&](const event::Event& e) {
-      if (rules) rules->OnEvent(e);
+    sink.SetConsumer([&](const event::Event& e, bool may_alert) {
+      if (rules && may_alert) rules->OnEvent(e);
       if (!orchestrator) return;
       ++seen[static_cast<size_t>(e.type)];
       if ((sink.emitted() & 1023) == 0) orchestrator->UpdateStats(EventStats(sink, seen, rules.get(), *orchestrator));

@@ -13,6 +13,8 @@
 #include <ctime>
 #include <string>
 
+#include "agent/overlay.h"
+
 namespace sidetrace::agent {
 namespace {
 
@@ -23,6 +25,8 @@ bool SameRootAsAgent(pid_t pid) {
   if (stat("/", &mine) != 0 || stat(ProcPath(pid, "root").c_str(), &theirs) != 0) return false;
   return mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino;
 }
+
+}  // namespace
 
 void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a) {
   *a = event::SocketAddress();
@@ -42,8 +46,6 @@ void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a) {
     a->unix_path.assign(un->sun_path, strnlen(un->sun_path, sizeof un->sun_path));
   }
 }
-
-}  // namespace
 
 uint64_t NowNs() {
   timespec ts{};
@@ -66,6 +68,7 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
   std::string s;
   if (Readlink(ProcPath(pid, "exe"), &s)) {
     info.exe_from_memfd = s.rfind("/memfd:", 0) == 0;
+    info.exe_upper_layer = ExeOnUpperLayer(pid, s);
     info.exepath = std::move(s);
   }
   if (ReadSmallFile(ProcPath(pid, "comm"), 64, &s)) {
@@ -86,6 +89,8 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
     proc->creds = st;
     proc->creds_valid = true;
   }
+  int32_t tty = 0;
+  info.tty = ReadTtyNr(pid, &tty) ? tty : 0;
   info.vpid = pid;
   info.sid = getsid(pid);
   info.start_ns = NowNs();

@@ -12,6 +12,7 @@
 // Thread-safety: none; owned and used by the tracer thread only.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -78,6 +79,10 @@ class ProcessTable {
 // Fills `fd` from what /proc says about `pid`'s descriptor `num`: name and
 // typechar (sockets get their addresses from pidfd_getfd when `pidfd` >= 0).
 bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd);
+
+// Fills `a` from a socket address (inet, inet6, unix; empty otherwise).
+// REQUIRES: `ss` holds a whole address of its family (kernel-written).
+void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a);
 
 // Wall-clock ns since the epoch.
 uint64_t NowNs();

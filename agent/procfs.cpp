@@ -45,6 +45,14 @@ int ReadTraceeMemory(pid_t pid, uint64_t addr, void* buf, size_t len) {
   return static_cast<size_t>(n) == len ? 0 : -EFAULT;
 }
 
+int WriteTraceeMemory(pid_t pid, uint64_t addr, const void* buf, size_t len) {
+  iovec local{const_cast<void*>(buf), len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  ssize_t n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+  if (n < 0) return -errno;
+  return static_cast<size_t>(n) == len ? 0 : -EFAULT;
+}
+
 int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out) {
   out->clear();
   if (addr == 0) return -EFAULT;
@@ -103,6 +111,32 @@ bool ReadCmdline(pid_t pid, std::vector<std::string>* argv) {
     start = end + 1;
   }
   return true;
+}
+
+bool ReadTtyNr(pid_t pid, int32_t* tty) {
+  std::string text;
+  if (!ReadSmallFile("/proc/" + std::to_string(pid) + "/stat", 4096, &text)) return false;
+  // comm (field 2) may hold spaces and parentheses: fields resume after the
+  // last ')'. Then: state ppid pgrp session tty_nr.
+  size_t pos = text.rfind(')');
+  if (pos == std::string::npos) return false;
+  std::string_view rest(text);
+  rest.remove_prefix(pos + 1);
+  for (int field = 3; field <= 7; ++field) {
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    size_t end = rest.find(' ');
+    std::string_view value = rest.substr(0, end);
+    if (field == 7) {
+      long v = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc() || p != value.data() + value.size()) return false;
+      *tty = static_cast<int32_t>(v);
+      return true;
+    }
+    if (end == std::string_view::npos) return false;
+    rest.remove_prefix(end);
+  }
+  return false;
 }
 
 bool ReadProcStatus(pid_t tid, ProcStatus* st) {

@@ -1,4 +1,5 @@
-// Reading a traced process: its memory (process_vm_readv, bounded) and its
+// Reading a traced process: its memory (process_vm_readv, bounded; writes
+// only for emulated calls' out-parameters) and its
 // /proc entries (status, cmdline, exe, cwd, fd links).
 //
 // All functions are plain syscalls on behalf of the single tracer thread; they
@@ -21,6 +22,9 @@ namespace sidetrace::agent {
 int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out);
 // Reads exactly `len` bytes at `addr`; 0 or -errno.
 int ReadTraceeMemory(pid_t pid, uint64_t addr, void* buf, size_t len);
+// Writes exactly `len` bytes at `addr` (an emulated accept's peer address);
+// 0 or -errno. REQUIRES: the tracee is stopped in a notification.
+int WriteTraceeMemory(pid_t pid, uint64_t addr, const void* buf, size_t len);
 
 // The fields of /proc/PID/status the agent uses.
 struct ProcStatus {
@@ -35,6 +39,11 @@ struct ProcStatus {
 };
 // Parses /proc/<tid>/status (tid may be a thread: /proc/<tid> works for both).
 bool ReadProcStatus(pid_t tid, ProcStatus* out);
+
+// The controlling terminal's device number (field 7 of /proc/PID/stat,
+// tty_nr: major in bits 8-15, minor in bits 0-7 and 20-31), 0 without one,
+// as Falco's proc.tty. False when the process is gone.
+bool ReadTtyNr(pid_t pid, int32_t* tty);
 
 // readlink(2) into a string; false on failure.
 bool Readlink(const std::string& path, std::string* out);

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "agent/default_policies.h"
 #include "agent/procfs.h"
 #include "common/util/log.h"
 
@@ -29,9 +30,6 @@ std::string BundledPolicies() {
       if (IsDir(dir + rel)) return NormalizePath(dir + rel);
     }
   }
-#ifdef SIDETRACE_SOURCE_POLICIES
-  if (IsDir(SIDETRACE_SOURCE_POLICIES)) return SIDETRACE_SOURCE_POLICIES;
-#endif
   return "";
 }
 
@@ -50,21 +48,16 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
     return Status::InvalidArgument(fmt::format("--resolve: expected dns, hosts or off, got '{}'", options.resolve));
   }
   std::vector<std::string> paths = options.paths;
-  bool await_push = false;
   if (paths.empty()) {
     std::string bundled = BundledPolicies();
-    if (!bundled.empty()) {
-      paths.push_back(bundled);
-    } else if (options.policies_pushed) {
-      // A wrapped container often holds only the agent binary: its rules
-      // come from the orchestrator's welcome.
-      await_push = true;
-    } else {
-      return Status::NotFound("no --rules given and no bundled policies/ folder found");
-    }
+    if (!bundled.empty()) paths.push_back(bundled);
   }
+  // A wrapped container often holds only the agent binary: it then runs the
+  // policies compiled in, until the orchestrator pushes its own.
+  const bool embedded = paths.empty();
   rules::LoadReport report;
-  auto engine = await_push ? rules::Engine::LoadSources({}, lo, &report) : rules::Engine::LoadFiles(paths, lo, &report);
+  auto engine = embedded ? rules::Engine::LoadSources(DefaultPolicySources(), lo, &report)
+                         : rules::Engine::LoadFiles(paths, lo, &report);
   for (const auto& w : report.warnings) log::Warn("rules warning", "detail={}", log::Quote(w.ToString()));
   if (!engine.ok()) {
     std::string first = report.errors.empty() ? engine.status().message() : report.errors.front().ToString();
@@ -80,12 +73,8 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
     if (r->fd_ < 0) return Status::IoError(fmt::format("--alerts-out {}: {}", options.alerts_out, strerror(errno)));
     r->owns_fd_ = true;
   }
-  if (await_push) {
-    log::Info("no local rules: waiting for the orchestrator's policies");
-  } else {
-    log::Info("rules loaded", "rules={} skipped={} paths={}", r->engine_->rules().size(),
-              report.rules_skipped.size(), log::Quote(fmt::format("{}", fmt::join(paths, ","))));
-  }
+  log::Info("rules loaded", "rules={} skipped={} paths={}", r->engine_->rules().size(), report.rules_skipped.size(),
+            log::Quote(embedded ? std::string("(built in)") : fmt::format("{}", fmt::join(paths, ","))));
   return r;
 }
 
@@ -100,13 +89,21 @@ SysSet RulesRunner::Trapped() const {
   return set;
 }
 
+void RulesRunner::TakePendingPolicies() {
+  if (!pending_ready_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  engine_ = std::move(pending_);
+  pending_ready_.store(false, std::memory_order_relaxed);
+  log::Info("policies applied", "rules={}", engine_->rules().size());
+}
+
+bool RulesRunner::MayMatch(const event::Event& e) {
+  TakePendingPolicies();
+  return engine_->MayMatch(e);
+}
+
 void RulesRunner::OnEvent(const event::Event& e) {
-  if (pending_ready_.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(pending_mu_);
-    engine_ = std::move(pending_);
-    pending_ready_.store(false, std::memory_order_relaxed);
-    log::Info("policies applied", "rules={}", engine_->rules().size());
-  }
+  TakePendingPolicies();
   engine_->Evaluate(e, [&](const rules::Rule& rule) {
     ++alerts_;
     nlohmann::json alert = engine_->MakeAlert(rule, e).ToJson();

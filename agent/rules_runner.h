@@ -3,8 +3,8 @@
 // evaluates every event and writes each alert as one line of Falco JSON.
 //
 // Default rules: the bundled policies/ folder, looked up next to the binary
-// (<bin>/../policies, <bin>/../share/sidetrace/policies) and then in the
-// source tree the binary was built from.
+// (<bin>/../policies, <bin>/../share/sidetrace/policies, <bin>/../../policies),
+// else the same policies compiled into the binary (default_policies.h).
 // Policies pushed by the orchestrator replace the loaded ones without
 // restarting the workload: OfferPolicies compiles them on the caller's thread
 // (the link's), and the tracer thread switches engines before its next event.
@@ -36,9 +36,6 @@ class RulesRunner {
     std::string alerts_out = "-";    // "-" is stderr
     std::string min_priority = "debug";
     std::string resolve = "hosts";   // dns|hosts|off, for fd.sip.name
-    // Policies will come from the orchestrator: without local rules, start
-    // with none instead of failing.
-    bool policies_pushed = false;
   };
   static Result<std::unique_ptr<RulesRunner>> Create(const Options& options);
   ~RulesRunner();
@@ -46,6 +43,9 @@ class RulesRunner {
   // Syscalls the enabled rules can match on, plus the process table's.
   SysSet Trapped() const;
   void OnEvent(const event::Event& e);
+  // Whether an enabled rule may match `e`, an event whose result (evt.res,
+  // fd.num...) is not known yet: the tracer pays for the result only then.
+  bool MayMatch(const event::Event& e);
 
   // Every alert also goes to `forward` (the orchestrator link), on the tracer
   // thread. REQUIRES: before the first event.
@@ -60,6 +60,7 @@ class RulesRunner {
  private:
   RulesRunner() = default;
   void WriteAlert(const nlohmann::json& alert);
+  void TakePendingPolicies();
 
   rules::LoadOptions load_options_;
   std::unique_ptr<rules::Engine> engine_;

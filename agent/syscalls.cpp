@@ -1,5 +1,6 @@
 #include "agent/syscalls.h"
 
+#include <fcntl.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -34,6 +35,10 @@ constexpr std::array<SysDesc, kSysCount> kSys = {{
     {Sys::kSocket, "socket", EventType::kSocket},
     {Sys::kSendto, "sendto", EventType::kSendto},
     {Sys::kSendmsg, "sendmsg", EventType::kSendmsg},
+    {Sys::kDup, "dup", EventType::kDup},
+    {Sys::kDup2, "dup2", EventType::kDup2},
+    {Sys::kDup3, "dup3", EventType::kDup3},
+    {Sys::kFcntl, "fcntl", EventType::kFcntl},
     {Sys::kChdir, "chdir", EventType::kChdir},
     {Sys::kFchdir, "fchdir", EventType::kFchdir},
     {Sys::kChroot, "chroot", std::nullopt},
@@ -134,7 +139,17 @@ Result<FilterProgram> BuildFilter(const SysSet& set) {
     if (nr == __NR_SCMP_ERROR) continue;
     // Rules on syscalls an ABI lacks (open on none, but e.g. openat2 on old
     // tables) are skipped by libseccomp per architecture.
-    int rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 0);
+    int rc = 0;
+    if (d.sys == Sys::kFcntl) {
+      // The kernel reads cmd as an unsigned int: compare the low 32 bits
+      // only, so garbage in the upper half cannot slip past.
+      for (uint64_t cmd : {uint64_t{F_DUPFD}, uint64_t{F_DUPFD_CLOEXEC}}) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, cmd));
+        if (rc != 0) break;
+      }
+    } else {
+      rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 0);
+    }
     if (rc != 0) return Status::Internal(fmt::format("seccomp_rule_add {}: {}", d.name, strerror(-rc)));
   }
   // The ABI checks come first in the generated program; the parent handles

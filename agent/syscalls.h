@@ -10,6 +10,9 @@
 //              observed;
 //   kPtrace    never in the filter: process lifecycle (fork, vfork, clone,
 //              clone3, execve, execveat, exit) arrives as ptrace events.
+// fcntl is trapped only for F_DUPFD and F_DUPFD_CLOEXEC (an argument check
+// in the filter): its other commands are hot and tell the rules nothing. The
+// i386 fcntl64 entry point is not trapped.
 // The filter covers the x86-64, i386 and x32 ABIs, so a tracee cannot slip
 // past it with `int 0x80`. Thread-safety: immutable after start-up.
 #pragma once
@@ -27,6 +30,7 @@ namespace sidetrace::agent {
 enum class Sys : uint8_t {
   kOpen, kOpenat, kOpenat2, kCreat,
   kConnect, kAccept, kAccept4, kBind, kListen, kSocket, kSendto, kSendmsg,
+  kDup, kDup2, kDup3, kFcntl,
   kChdir, kFchdir, kChroot,
   kSymlink, kSymlinkat, kLink, kLinkat, kUnlink, kUnlinkat,
   kRename, kRenameat, kRenameat2, kMkdir, kMkdirat,

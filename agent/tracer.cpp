@@ -33,7 +33,7 @@
 // ----------------------------
 // SECCOMP_USER_NOTIF_FLAG_CONTINUE lets the kernel run the call but hides its
 // result, and Falco's rules need results (an open that failed is not an
-// open; `fd.num >= 0`). Three options were weighed:
+// open; `fd.num >= 0`). Three ways to learn a result were weighed:
 //   (a) emulate the call in the agent and return its result (files via
 //       SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND): exact, one
 //       round trip, and no TOCTOU, since the tracee receives the very file the
@@ -44,8 +44,32 @@
 //       failed open, so fd.num is a guess;
 //   (c) RET_TRACE plus a ptrace exit stop where a result matters: exact but
 //       +253 us per call here, 20 times the notification cost.
-// We take (a) for the calls whose result the rules need, inside provable
-// bounds, and CONTINUE everywhere else:
+// (a) is the only exact one that is not a ptrace stop, but it is not cheap
+// either: the kernel's ADDFD path has no synchronous wake-up (only
+// NOTIF_SEND honours SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP). The agent wakes the
+// tracee with a plain complete() and then sleeps until the tracee has
+// installed the fd: two cross-CPU wake-ups, and an emulated openat+close
+// measured 51 us where a CONTINUEd one took 15-24 us (bench/RESULTS.md).
+// Most opens interest no rule (a web server's document root, libraries), so
+// the agent pays for a result only when a rule could care about it
+// (EmulateMode::kRules, the default):
+//   1. At entry the event is built with everything but the result: the path
+//      (one process_vm_readv, resolved against the cached cwd), flags, mode,
+//      the process from the table. The rules engine is asked
+//      Engine::MayMatch, a three-valued evaluation in which every check on a
+//      result field (evt.res, fd.num, fd.typechar...) is "maybe".
+//   2. False: no rule can match whatever the call returns. The agent replies
+//      CONTINUE at once (NOTIF_SEND, synchronous wake-up, one round trip) and
+//      raises no alert; the event still counts in the stats (and is written
+//      with evt.arg.res=unknown under --events-out --emulate=rules). This path
+//      allocates nothing, reads no /proc file and formats no JSON in steady
+//      state.
+//   3. True (/etc/shadow read by an untrusted program, a write below /etc):
+//      the call is emulated as in (a) and the event carries the exact result.
+// A path relative to a directory the agent cannot name cheaply is paid for.
+// --events-out makes kAll the default (an events file is a record: every
+// open in it has its exact result); --emulate=off never emulates.
+// The calls, inside provable bounds:
 //   - open, openat, openat2, creat: OpenEmulator (open_emulator.h lists the
 //     conditions) opens the file with the tracee's fsuid/fsgid/groups on the
 //     agent's thread and sends it with ADDFD|SEND, so evt.res and fd.num are
@@ -55,24 +79,42 @@
 //   - connect on a non-blocking inet socket: the agent duplicates the socket
 //     (pidfd_getfd) and connects it itself; both hold the same socket, so
 //     the tracee's socket is connected, and the result (0, EINPROGRESS,
-//     ECONNREFUSED...) is exact. Blocking and unix sockets CONTINUE (a
-//     blocking connect would stall the single-threaded agent; a unix path
-//     resolves against the caller's root and cwd).
-//   - everything else (chdir, unlink, setuid, socket, bind...) CONTINUEs and
+//     ECONNREFUSED...) is exact. The reply is a NOTIF_SEND (synchronous), so
+//     this costs no extra wake-up and is done whatever the rules. Blocking
+//     and unix sockets CONTINUE (a blocking connect would stall the
+//     single-threaded agent; a unix path resolves against the caller's root
+//     and cwd).
+//   - bind, listen, and accept/accept4 on a non-blocking socket: performed
+//     on a pidfd_getfd duplicate of the tracee's socket (socket_syscalls.h);
+//     an accepted connection is installed with ADDFD|SEND. Blocking accepts
+//     CONTINUE (they would stall the agent).
+//   - dup, dup2, dup3, fcntl(F_DUPFD*): trapped only when a rule looks at
+//     them; emulated with pidfd_getfd + ADDFD (fd_syscalls.h), so
+//     evt.rawres is the exact new fd.
+//   - everything else (chdir, unlink, setuid, socket...) CONTINUEs and
 //     is reported at entry, with the arguments read before the call runs.
+// The price of the fast path: after a CONTINUE the kernel reads the path
+// again, so a workload thread that rewrites the buffer between the agent's
+// read and the kernel's opens something the rules never judged (the TOCTOU
+// seccomp_unotify(2) warns about; Falco's kernel probes, which read
+// arguments at syscall exit, have the same window). An emulated open has no
+// such window.
 // The filter is loaded with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (5.19),
 // so once the agent has read a notification only a fatal signal interrupts
 // the tracee's wait: an emulated O_CREAT|O_EXCL is never run twice by a
 // signal-restarted call. Memory read from the tracee is validated with
-// SECCOMP_IOCTL_NOTIF_ID_VALID before use, as seccomp_unotify(2) requires
-// (the pid may have been reused). The raw ioctls are used rather than
+// SECCOMP_IOCTL_NOTIF_ID_VALID before the agent acts on it, as
+// seccomp_unotify(2) requires (the pid may have been reused); on the fast
+// open path the CONTINUE reply itself is the check (it reaches the caller
+// only while the caller waits, so its pid was not reused), and the event is
+// emitted only when the reply succeeded. The raw ioctls are used rather than
 // libseccomp 2.5.4's notify helpers, which do not zero the request and
 // report every failure as -ECANCELED.
 //
-// Close, dup and fcntl are not trapped: each one would cost a round trip on
-// very hot paths. The fd table is filled from /proc at start and by the
-// events above, and fd names are re-read from /proc/PID/fd when a socket or
-// file needs describing.
+// Close and the other fcntl commands are not trapped: each one would cost a
+// round trip on very hot paths. The fd table is filled from /proc at start
+// and by the events above, and fd names are re-read from /proc/PID/fd when a
+// socket or file needs describing.
 //
 // PID-1 duties (like tini)
 // ------------------------
@@ -108,6 +150,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -120,13 +163,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include <fmt/format.h>
 
+#include "agent/fd_syscalls.h"
 #include "agent/open_emulator.h"
 #include "agent/process_table.h"
 #include "agent/procfs.h"
+#include "agent/socket_syscalls.h"
 #include "common/util/log.h"
 
 // Not in Debian 12's kernel headers (Linux 6.6 UAPI).
@@ -159,12 +205,13 @@ bool HasCapSysAdmin() {
   return ReadProcStatus(getpid(), &st) && (st.cap_eff & (uint64_t{1} << 21));
 }
 
-std::string OpenFlagsString(uint64_t flags) {
-  std::string s;
+// Falco's rendering of open flags ("O_RDONLY|O_CLOEXEC"), into *out (its
+// capacity is reused: the open path allocates nothing in steady state).
+void FormatOpenFlags(uint64_t flags, std::string* out) {
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: s = "O_RDONLY"; break;
-    case O_WRONLY: s = "O_WRONLY"; break;
-    default: s = "O_RDWR"; break;
+    case O_RDONLY: out->assign("O_RDONLY"); break;
+    case O_WRONLY: out->assign("O_WRONLY"); break;
+    default: out->assign("O_RDWR"); break;
   }
   static constexpr std::pair<uint64_t, const char*> kFlags[] = {
       {O_CREAT, "O_CREAT"},     {O_EXCL, "O_EXCL"},       {O_TRUNC, "O_TRUNC"},       {O_APPEND, "O_APPEND"},
@@ -172,11 +219,39 @@ std::string OpenFlagsString(uint64_t flags) {
       {O_PATH, "O_PATH"},       {O_TMPFILE & ~O_DIRECTORY, "O_TMPFILE"}};
   for (auto [bit, name] : kFlags) {
     if (flags & bit) {
-      s += '|';
-      s += name;
+      out->push_back('|');
+      out->append(name);
     }
   }
-  return s;
+}
+
+// True when `path` is absolute and lexically normal already (NormalizePath
+// would return it unchanged), so that it can be used without a copy.
+bool IsNormalAbsolute(std::string_view path) {
+  if (path.empty() || path[0] != '/') return false;
+  if (path.size() == 1) return true;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i + 1);
+    if (j == std::string_view::npos) j = path.size();
+    std::string_view part = path.substr(i + 1, j - i - 1);
+    if (part.empty() || part == "." || part == "..") return false;
+    i = j;
+  }
+  return true;
+}
+
+// fd.name of `path` relative to the directory `base` (absolute, or empty for
+// an absolute path), into *out without allocating in the usual case.
+void ResolveName(std::string_view base, std::string_view path, std::string* out) {
+  if (path.empty() || path[0] == '/' || base.empty()) {
+    out->assign(path);
+  } else {
+    out->assign(base);
+    if (out->back() != '/') out->push_back('/');
+    out->append(path);
+  }
+  if (!IsNormalAbsolute(*out)) *out = NormalizePath(*out);
 }
 
 void FillAddress(const sockaddr_storage& ss, socklen_t len, event::SocketAddress* a) {
@@ -215,6 +290,16 @@ struct Tracer::Impl {
   OpenEmulator emulator;
   EventSink* sink = nullptr;
   event::Event ev;
+  std::string path_;     // the path argument of the open being handled
+  std::string scratch_;  // text formatted for ev, reused
+  // What the open path did, logged at exit (--log-level info).
+  struct {
+    uint64_t notifications = 0;
+    uint64_t opens = 0;
+    uint64_t opens_fast = 0;      // no rule could match: CONTINUE, result not learnt
+    uint64_t opens_emulated = 0;  // performed by the agent: exact result
+    uint64_t opens_fallback = 0;  // wanted but not emulable (or emulation off): CONTINUE
+  } stats_;
 
   sigset_t old_mask{};
   int sigfd = -1;
@@ -392,11 +477,11 @@ struct Tracer::Impl {
         }
       }
     }
-    std::string emulation = "off";
-    if (opt.emulate && !addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
-    else if (opt.emulate && !emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
-    else if (opt.emulate) emulation = "on";
-    opt.emulate = emulation == "on";
+    std::string emulation = opt.emulate == EmulateMode::kAll ? "all" : "rules";
+    if (opt.emulate == EmulateMode::kOff) emulation = "off";
+    else if (!addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
+    else if (!emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
+    if (emulation.rfind("off", 0) == 0) opt.emulate = EmulateMode::kOff;
     log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={}", mode,
               log::Quote(emulation), waitkill, want_filter && need_nnp, child);
     if (write(sock, "X", 1) != 1) return true;
@@ -568,23 +653,26 @@ struct Tracer::Impl {
 
   // --- seccomp notifications ------------------------------------------------
 
-  void Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
+  // False when the reply did not reach the caller (ENOENT: it was killed,
+  // and its notification with it).
+  bool Reply(uint64_t id, int64_t val, int error, uint32_t flags) {
     seccomp_notif_resp resp{};
     resp.id = id;
     resp.val = val;
     resp.error = error;
     resp.flags = flags;
-    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0 && errno != ENOENT) {
-      log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
-    }
+    if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0) return true;
+    if (errno != ENOENT) log::Debug("notification reply failed", "error={}", log::Quote(strerror(errno)));
+    return false;
   }
-  void Continue(uint64_t id) { Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
+  bool Continue(uint64_t id) { return Reply(id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
   bool StillValid(uint64_t id) { return ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
 
   void HandleNotification() {
     seccomp_notif req;
     memset(&req, 0, sizeof req);  // the kernel rejects a non-zeroed request
     if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;  // ENOENT: the caller died
+    ++stats_.notifications;
     std::optional<Sys> sys = sys_table.Lookup(req.data.arch, req.data.nr);
     Proc* p = sys ? procs.ByTid(static_cast<pid_t>(req.pid)) : nullptr;
     if (!sys || !p) {
@@ -609,32 +697,69 @@ struct Tracer::Impl {
                       true);
       }
       case Sys::kConnect: return OnConnect(req, p);
+      case Sys::kDup: case Sys::kDup2: case Sys::kDup3: case Sys::kFcntl: return OnDup(req, p, *sys);
+      case Sys::kBind: case Sys::kListen: case Sys::kAccept: case Sys::kAccept4: return OnSocketCall(req, p, *sys);
       default: return OnOther(req, p, *sys);
     }
   }
 
+  // The open family. With EmulateMode::kRules the event is built first, with
+  // its result unknown, and the rules are asked whether any of them may match
+  // it: when none can, the kernel runs the call (CONTINUE, one synchronous
+  // round trip) and the result is never learnt; otherwise the agent performs
+  // the open (OpenEmulator) for the exact result. Nothing on the first path
+  // allocates, reads /proc or formats JSON in steady state.
   void OnOpen(const seccomp_notif& req, Proc* p, EventType type, int dirfd, uint64_t path_addr, uint64_t flags,
               uint64_t mode, uint64_t resolve, bool is_openat2) {
     const pid_t tid = static_cast<pid_t>(req.pid);
+    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0) {
+      Continue(req.id);  // bad pointer or gone: the kernel answers
+      return;
+    }
+    ++stats_.opens;
+    const bool wanted = sink->wanted();
+    if (opt.emulate == EmulateMode::kRules) {
+      bool may_match = false;
+      if (wanted) {
+        NewOpenEvent(type, tid, p, flags, mode);
+        sink->StampContainer(ev);  // container.* and evt.num as the rules will see them
+        ev.num = sink->emitted() + 1;
+        // A name the agent cannot tell cheaply is paid for: the emulator
+        // resolves it exactly.
+        may_match = !NameAtEntry(p, dirfd) || (opt.may_match && opt.may_match(ev));
+      }
+      if (!may_match) {
+        // A reply that reaches the caller proves the memory read above was
+        // the caller's (its pid cannot be reused while it waits), which
+        // saves SECCOMP_IOCTL_NOTIF_ID_VALID here.
+        if (!Continue(req.id)) return;
+        ++stats_.opens_fast;
+        if (wanted) {
+          ev.SetArg("res", "unknown");
+          sink->Emit(ev, /*may_alert=*/false);
+        }
+        return;
+      }
+    }
+    if (!StillValid(req.id)) {
+      Continue(req.id);
+      return;
+    }
     OpenRequest r;
     r.tid = tid;
     r.proc = p;
     r.dirfd = dirfd;
+    r.path = path_;
     r.flags = flags;
     r.mode = mode;
     r.resolve = resolve;
     r.is_openat2 = is_openat2;
-    if (ReadTraceeString(tid, path_addr, kMaxPath, &r.path) != 0 || !StillValid(req.id)) {
-      Continue(req.id);  // bad pointer or gone: the kernel answers
-      return;
-    }
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
     OpenOutcome out;
-    if (opt.emulate) out = emulator.Open(r);
+    if (opt.emulate != EmulateMode::kOff) out = emulator.Open(r);
     // The process state an event shows is read before the reply: once
     // answered, the caller may run on and exit before the agent looks.
-    const bool wanted = sink->wanted();
-    if (wanted) NewEvent(type, tid, p);
+    if (wanted) NewOpenEvent(type, tid, p, flags, mode);
     int64_t res = 0;
     bool known = true;
     switch (out.kind) {
@@ -647,6 +772,7 @@ struct Tracer::Impl {
         int rc = ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
         int err = errno;
         close(out.fd);
+        ++stats_.opens_emulated;
         if (rc < 0) {
           // ENOENT: the caller was killed meanwhile. Anything else (EMFILE
           // against the tracee's RLIMIT_NOFILE...) is the caller's error.
@@ -660,11 +786,13 @@ struct Tracer::Impl {
       }
       case OpenOutcome::kFailed:
         Reply(req.id, 0, -out.error, 0);
+        ++stats_.opens_emulated;
         res = -out.error;
         break;
       case OpenOutcome::kFallback:
         log::Debug("open not emulated", "path={} why={}", log::Quote(r.path), out.why);
         Continue(req.id);
+        ++stats_.opens_fallback;
         known = false;
         if (out.name.empty()) {
           if (r.path[0] == '/' ) {
@@ -691,12 +819,45 @@ struct Tracer::Impl {
     ev.fd.num = known && res >= 0 ? res : -1;
     ev.fd.typechar = out.typechar;
     ev.fd.name = out.name;
-    ev.fd.open_flags = static_cast<uint32_t>(flags);
     ev.SetArg("name", out.name);
-    ev.SetArg("flags", OpenFlagsString(flags));
-    ev.SetArg("mode", fmt::format("0{:o}", mode));
     if (!known) ev.SetArg("res", "unknown");
     Emit();
+  }
+
+  // An open event as known at syscall entry: everything but the result
+  // (evt.res 0, fd.num -1, fd.typechar 'f' as for the usual regular file).
+  void NewOpenEvent(EventType type, pid_t tid, Proc* p, uint64_t flags, uint64_t mode) {
+    NewEvent(type, tid, p);
+    ev.fd.typechar = 'f';
+    ev.fd.open_flags = static_cast<uint32_t>(flags);
+    ev.SetArg("name", "");
+    FormatOpenFlags(flags, &scratch_);
+    ev.SetArg("flags", scratch_);
+    char buf[24] = {'0'};
+    char* end = std::to_chars(buf + 1, buf + sizeof buf, mode, 8).ptr;
+    ev.SetArg("mode", std::string_view(buf, static_cast<size_t>(end - buf)));
+  }
+
+  // Sets the entry event's fd.name and evt.arg.name from path_; false when
+  // the directory it is relative to is not known without a /proc read that
+  // may not even describe what the kernel will use.
+  bool NameAtEntry(Proc* p, int dirfd) {
+    std::string_view base;
+    if (!path_.empty() && path_[0] != '/') {
+      if (dirfd == AT_FDCWD) {
+        if (!p->cwd_valid) return false;
+        base = p->info->cwd;
+      } else {
+        if (!Readlink(fmt::format("/proc/{}/fd/{}", p->info->pid, dirfd), &scratch_) || scratch_.empty() ||
+            scratch_[0] != '/') {
+          return false;
+        }
+        base = scratch_;
+      }
+    }
+    ResolveName(base, path_, &ev.fd.name);
+    ev.SetArg("name", ev.fd.name);
+    return true;
   }
 
   void OnConnect(const seccomp_notif& req, Proc* p) {
@@ -726,7 +887,7 @@ struct Tracer::Impl {
     if (wanted) NewEvent(EventType::kConnect, tid, p);
     int64_t res = 0;
     bool known = false;
-    if (opt.emulate && inet && fl >= 0 && (fl & O_NONBLOCK)) {
+    if (opt.emulate != EmulateMode::kOff && inet && fl >= 0 && (fl & O_NONBLOCK)) {
       // Same socket, non-blocking: connecting our duplicate connects the
       // tracee's socket, and returns at once with the exact result.
       int rc = connect(dup, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
@@ -759,6 +920,64 @@ struct Tracer::Impl {
     ev.fd = fd;
     ev.SetArg("addr", fd.typechar == 'u' ? fd.remote.unix_path : Endpoint(fd.remote));
     if (!known) ev.SetArg("res", "unknown");
+    Emit();
+  }
+
+  // dup family (fd_syscalls.h): evt.rawres is the new fd, fd.* describe the
+  // duplicated one, and the new fd inherits its entry in the fd table.
+  void OnDup(const seccomp_notif& req, Proc* p, Sys sys) {
+    if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
+    const auto& a = req.data.args;
+    event::FdInfo old;
+    const bool described = DescribeFd(p->info->pid, p->pidfd, static_cast<int>(a[0]), &old);
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+    DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate != EmulateMode::kOff);
+    if (!out.replied) return;
+    if (out.res >= 0) {
+      event::FdInfo& fd = p->fds[static_cast<int>(out.res)];
+      fd = old;
+      fd.num = out.res;
+      if (!described) fd.name.clear();
+    }
+    if (!wanted) return;
+    ev.res = out.res;
+    if (described) ev.fd = old;
+    ev.fd.num = out.oldfd;
+    auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
+    if (sys == Sys::kFcntl) {
+      num("fd", a[0]);
+      ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
+    } else {
+      num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
+      if (sys != Sys::kDup) num("newfd", a[1]);
+      if (sys == Sys::kDup3) ev.SetArg("flags", out.cloexec ? "O_CLOEXEC" : "0");
+    }
+    if (!out.known) ev.SetArg("res", "unknown");
+    Emit();
+  }
+
+  // bind, listen, accept, accept4 (socket_syscalls.h): exact results where
+  // the agent can run them without blocking; the fd table learns the
+  // accepted connection and the bound/listening socket's address.
+  void OnSocketCall(const seccomp_notif& req, Proc* p, Sys sys) {
+    const pid_t tid = static_cast<pid_t>(req.pid);
+    if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
+    const bool wanted = sink->wanted();
+    if (wanted) NewEvent(*SysEvent(sys), tid, p);
+    if (!p->creds_valid && ReadProcStatus(tid, &p->creds)) p->creds_valid = true;
+    const auto& a = req.data.args;
+    SocketOutcome out =
+        HandleSocketCall(notif_fd, req, tid, p->pidfd, p->creds.cap_eff, sys, opt.emulate != EmulateMode::kOff);
+    if (!out.replied) return;
+    if (out.known && out.res >= 0 && out.described) p->fds[static_cast<int>(out.fd.num)] = out.fd;
+    if (!wanted) return;
+    ev.res = out.res;
+    if (out.described) ev.fd = out.fd;
+    ev.SetArg("fd", std::to_string(static_cast<int>(a[0])));
+    if (sys == Sys::kListen) ev.SetArg("backlog", std::to_string(static_cast<int>(a[1])));
+    if (sys == Sys::kAccept4) ev.SetArg("flags", std::to_string(static_cast<int>(a[3])));
+    if (!out.known) ev.SetArg("res", "unknown");
     Emit();
   }
 
@@ -827,18 +1046,13 @@ struct Tracer::Impl {
         break;
       }
       case Sys::kSocket: num("domain", a[0]); num("type", a[1]); num("proto", a[2]); break;
-      case Sys::kBind: case Sys::kSendto: case Sys::kSendmsg: case Sys::kAccept: case Sys::kAccept4:
-      case Sys::kListen: case Sys::kFinitModule: {
+      case Sys::kSendto: case Sys::kSendmsg: case Sys::kFinitModule: {
         num("fd", a[0]);
         event::FdInfo fd;
         if (d0 >= 0 && DescribeFd(p->info->pid, p->pidfd, d0, &fd)) ev.fd = fd;
         if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage)) {
           sockaddr_storage ss{};
           if (ReadTraceeMemory(tid, a[4], &ss, a[5]) == 0) FillAddress(ss, static_cast<socklen_t>(a[5]), &ev.fd.remote);
-        }
-        if (sys == Sys::kBind && a[2] <= sizeof(sockaddr_storage)) {
-          sockaddr_storage ss{};
-          if (ReadTraceeMemory(tid, a[1], &ss, a[2]) == 0) FillAddress(ss, static_cast<socklen_t>(a[2]), &ev.fd.local);
         }
         break;
       }
@@ -895,6 +1109,14 @@ struct Tracer::Impl {
       }
     }
     sink->Flush();
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
+    log::Info("tracing finished",
+              "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} cpu_user_us={} "
+              "cpu_sys_us={}",
+              stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
+              us(ru.ru_utime), us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };

@@ -8,6 +8,7 @@
 // the process's only thread (ptrace and signal handling are per-thread).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,11 +24,22 @@ enum class TraceMode {
   kOff,      // no tracing: init duties only
 };
 
+// Which monitored calls the agent performs itself to learn their exact
+// result (see "Results" at the top of tracer.cpp).
+enum class EmulateMode {
+  kRules,  // an open only when a rule may match it (TracerOptions::may_match)
+  kAll,    // every open: exact results for every event written out
+  kOff,    // never: the kernel runs every call, results are unknown
+};
+
 struct TracerOptions {
   std::vector<std::string> argv;   // PROGRAM ARGS..., looked up on PATH
   TraceMode mode = TraceMode::kAuto;
   bool fail_closed = false;        // exit non-zero instead of running untraced
-  bool emulate = true;             // emulate opens/connects for exact results
+  EmulateMode emulate = EmulateMode::kRules;
+  // Whether an enabled rule may match an event whose result is not known
+  // yet (rules::Engine::MayMatch). Unset: no rule looks at events.
+  std::function<bool(const event::Event&)> may_match;
   SysSet trapped = SysSet::All();  // syscalls sent to the agent
   EventSink* sink = nullptr;       // not owned; outlives the Tracer
 };

@@ -1,5 +1,5 @@
 // What sidetrace-agent captures: exec, fork/vfork/clone, threads, opens with
-// exact results and Falco-style names, connects, inherited fds. Drives the
+// exact results and Falco-style names, connects, dups, inherited fds. Drives the
 // built binary on the real kernel and reads its --events-out lines.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "tests/agent/agent_harness.h"
 
@@ -262,4 +263,119 @@ TEST_CASE("agent_rules: the bundled policies alert on a sensitive file read") {
                      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", "/etc/shadow"});
   CHECK(d.ExitCode() == 1);
   CHECK(ReadFile(dir / "alerts2.json").find("/etc/shadow") == std::string::npos);
+}
+
+TEST_CASE("agent_dup: dup family results are exact and name the duplicated fd") {
+  TempDir dir;
+  std::string path = dir / "dupped";
+  std::ofstream(path) << "x";
+  Child native = Start(dir, {WorkloadPath(), "dup", path});
+  REQUIRE(native.Wait());
+  REQUIRE(native.ExitCode() == 0);
+  Child c;
+  auto evs = Traced(dir, {WorkloadPath(), "dup", path}, &c);
+  REQUIRE(c.ExitCode() == 0);
+  // Same results, same FD_CLOEXEC, as without the agent.
+  CHECK(c.Out() == native.Out());
+  std::vector<json> dups;
+  for (const auto& e : evs) {
+    std::string t = e["evt.type"];
+    if (t == "dup" || t == "dup2" || t == "dup3" || t == "fcntl") dups.push_back(e);
+  }
+  std::istringstream lines(native.Out());
+  std::string name;
+  int res = 0, cloexec = 0;
+  size_t i = 0;
+  while (lines >> name >> res >> cloexec) {
+    INFO("call " << i << ": " << name << " " << res);
+    REQUIRE(i < dups.size());
+    CHECK(dups[i]["evt.type"] == name);
+    if (i == 10) {
+      // fcntl(F_DUPFD, 20) is not emulated: CONTINUEd, result unknown.
+      CHECK(dups[i]["evt.arg.res"] == "unknown");
+    } else {
+      CHECK(dups[i]["evt.res"].get<int>() == res);
+      CHECK(dups[i].count("evt.arg.res") == 0);
+    }
+    if (i != 3) CHECK(dups[i]["fd.name"] == path);  // dup2(77, 8): no such fd
+    ++i;
+  }
+  CHECK(i == 11);
+}
+
+TEST_CASE("agent_rules: the binary alone carries the default policies") {
+  // A copy with no policies/ folder anywhere near it, as in an image that
+  // holds only the binary.
+  TempDir dir;
+  std::string bin = dir / "a/b/c/sidetrace-agent";
+  REQUIRE(system(("mkdir -p " + dir / "a/b/c" + " && cp " + AgentPath() + " " + bin).c_str()) == 0);
+  Child print = Start(dir, {bin, "--print-default-rules"});
+  REQUIRE(print.Wait());
+  CHECK(print.ExitCode() == 0);
+  CHECK(print.Out().find("# policies/sidetrace_rules.yaml\n") == 0);
+  CHECK(print.Out().find("- rule: Read sensitive file untrusted") != std::string::npos);
+  std::string alerts = dir / "alerts.json";
+  Child c = Start(dir, {bin, "--log-level", "info", "--resolve", "off", "--alerts-out", alerts, "--", "sh", "-c",
+                        "cat /etc/shadow >/dev/null"});
+  REQUIRE(c.Wait());
+  CHECK(c.ExitCode() == 0);
+  CHECK(c.Err().find("paths=\"(built in)\"") != std::string::npos);
+  bool shadow = false;
+  for (auto& a : ReadEvents(alerts)) shadow |= a["rule"] == "Read sensitive file untrusted";
+  CHECK(shadow);
+}
+
+TEST_CASE("agent_accept: bind, listen and non-blocking accepts with exact results and addresses") {
+  TempDir dir;
+  Child c;
+  auto evs = Traced(dir, {WorkloadPath(), "accept"}, &c);
+  REQUIRE(c.ExitCode() == 0);
+  std::map<std::string, std::vector<int>> out;
+  std::istringstream lines(c.Out());
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string key;
+    words >> key;
+    for (int v; words >> v;) out[key].push_back(v);
+  }
+  INFO(c.Out());
+  REQUIRE(out["accept4"].size() == 4);
+  const int port = out["port"].at(0), client = out["client"].at(0), fd = out["accept4"][0];
+  CHECK(out["bind"] == std::vector<int>{0});
+  CHECK(out["listen"] == std::vector<int>{0});
+  CHECK(fd >= 0);
+  CHECK(out["accept4"][1] == client);  // the peer address reached the workload
+  CHECK(out["accept4"][2] == 16);
+  CHECK(out["accept4"][3] == 1);  // FD_CLOEXEC from SOCK_CLOEXEC
+  CHECK(out["accept"] == std::vector<int>{-11});
+  CHECK(out["blocking"].at(0) >= 0);
+
+  auto binds = OfType(evs, "bind");
+  REQUIRE(binds.size() == 2);
+  CHECK(binds[0]["evt.res"] == 0);
+  CHECK(binds[0].count("evt.arg.res") == 0);
+  CHECK(binds[0]["fd.lport"] == port);  // the port the kernel chose
+  auto listens = OfType(evs, "listen");
+  REQUIRE(listens.size() == 2);
+  CHECK(listens[0]["evt.res"] == 0);
+  CHECK(listens[0]["fd.lport"] == port);
+  auto a4 = OfType(evs, "accept4");
+  REQUIRE(a4.size() == 1);
+  CHECK(a4[0]["evt.res"] == fd);
+  CHECK(a4[0]["fd.num"] == fd);
+  CHECK(a4[0].count("evt.arg.res") == 0);
+  // The written form keeps both ends and the role; fd.cip/fd.cport are the
+  // remote end of a server socket, fd.sip/fd.sport the local one.
+  CHECK(a4[0]["fd.is_server"] == true);
+  CHECK(a4[0]["fd.rip"] == "127.0.0.1");
+  CHECK(a4[0]["fd.rport"] == client);
+  CHECK(a4[0]["fd.lport"] == port);
+  CHECK(a4[0]["fd.name"] == "127.0.0.1:" + std::to_string(client) + "->127.0.0.1:" + std::to_string(port));
+  auto acc = OfType(evs, "accept");
+  REQUIRE(acc.size() == 2);
+  CHECK(acc[0]["evt.res"] == -11);  // non-blocking, nothing pending: exact
+  CHECK(acc[0].count("evt.arg.res") == 0);
+  CHECK(acc[1]["evt.arg.res"] == "unknown");  // blocking: the kernel ran it
+  CHECK(acc[1]["fd.lport"].get<int>() > 0);
 }

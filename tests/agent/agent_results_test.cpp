@@ -1,0 +1,157 @@
+// Open results are paid for only when a rule may match (--emulate rules, the
+// default without --events-out): benign opens take the fast path (the kernel
+// runs them, the agent never learns the result) and still work; a sensitive
+// open is performed by the agent, so its alert has the real fd number, and a
+// failed one raises none. Counters come from the agent's exit log line
+// ("tracing finished ... opens_fast=N opens_emulated=N").
+//
+// /etc/shadow is a scratch file bind-mounted over the real one inside a
+// private mount namespace (root only; skipped otherwise).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <regex>
+
+#include "tests/agent/agent_harness.h"
+
+using namespace agent_test;
+using nlohmann::json;
+
+namespace {
+
+// The counter `name` from the agent's "tracing finished" line, -1 if absent.
+long Counter(const std::string& log, const std::string& name) {
+  std::smatch m;
+  if (!std::regex_search(log, m, std::regex("tracing finished.* " + name + "=([0-9]+)"))) return -1;
+  return std::stol(m[1]);
+}
+
+// Runs the agent (with `agent_args`) on `script` inside a private mount
+// namespace where /etc/shadow is `fake`.
+Child RunWithFakeShadow(const TempDir& dir, const std::string& fake, const std::vector<std::string>& agent_args,
+                        const std::string& script) {
+  std::vector<std::string> argv{"/usr/bin/unshare", "--mount", "/bin/sh", "-c",
+                                "mount --bind \"$1\" /etc/shadow && shift && exec \"$@\"", "sh", fake, AgentPath()};
+  argv.insert(argv.end(), agent_args.begin(), agent_args.end());
+  argv.insert(argv.end(), {"--", "/bin/sh", "-c", script});
+  Child c = Start(dir, argv);
+  REQUIRE(c.Wait(std::chrono::seconds(120)));
+  return c;
+}
+
+// A stand-in for /etc/shadow (26 bytes, root only) in `dir`.
+std::string FakeShadow(const TempDir& dir) {
+  std::string fake = dir / "shadow";
+  std::ofstream(fake) << "root:*:19000:0:99999:7:::\n";
+  REQUIRE(chmod(fake.c_str(), 0600) == 0);
+  return fake;
+}
+
+bool CanRun() {
+  if (geteuid() != 0 || access("/usr/bin/unshare", X_OK) != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+    WARN("needs root, unshare and setpriv; skipped");
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("agent_results: benign opens take the fast path, sensitive ones are exact") {
+  if (!CanRun()) return;
+  TempDir dir;
+  std::string fake = FakeShadow(dir);
+  std::string alerts = dir / "alerts.json", events = dir / "events.json";
+  const std::string w = WorkloadPath();
+  // 300 benign reads, one sensitive read, one sensitive read that fails.
+  std::string script = w + " read-n /etc/hostname 300 && " + w + " read-n /etc/shadow 1 && " +
+                       "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups " + w + " fail-open /etc/shadow";
+  Child c = RunWithFakeShadow(dir, fake,
+                              {"--log-level", "info", "--resolve", "off", "--alerts-out", alerts, "--emulate", "rules",
+                               "--events-out", events},
+                              script);
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  std::string out = c.Out();
+  CHECK(out.find("fd 3 bytes ") == 0);  // the fast path hands out real, readable files
+  CHECK(out.find("\nfd 3 bytes 26\n") != std::string::npos);  // the fake /etc/shadow
+  CHECK(out.find("fd -1 errno 13\n") != std::string::npos);
+
+  std::string err = c.Err();
+  CHECK(Counter(err, "opens_fast") >= 300);
+  CHECK(Counter(err, "opens_emulated") >= 2);
+  CHECK(Counter(err, "opens_emulated") < 20);
+
+  int benign = 0, shadow_ok = 0, shadow_denied = 0;
+  for (const json& e : ReadEvents(events)) {
+    std::string name = e.value("fd.name", "");
+    if (name == "/etc/hostname") {
+      ++benign;
+      CHECK(e.value("evt.arg.res", "") == "unknown");  // never paid for
+      CHECK(e["fd.num"] == -1);
+    } else if (name == "/etc/shadow") {
+      CHECK(e.count("evt.arg.res") == 0);
+      if (e["evt.res"] == 3 && e["fd.num"] == 3) ++shadow_ok;
+      if (e["evt.res"] == -13 && e["fd.num"] == -1) ++shadow_denied;
+    }
+  }
+  CHECK(benign >= 300);
+  CHECK(shadow_ok == 1);
+  CHECK(shadow_denied == 1);
+
+  int alerted = 0;
+  for (const json& a : ReadEvents(alerts)) {
+    CHECK(a["output_fields"].value("fd.name", "") == "/etc/shadow");
+    if (a["rule"] == "Read sensitive file untrusted") ++alerted;
+  }
+  CHECK(alerted == 1);  // the successful read; the failed one is not a read
+}
+
+TEST_CASE("agent_results: the default (alerts only) pays for no benign open") {
+  if (!CanRun()) return;
+  TempDir dir;
+  std::string fake = FakeShadow(dir);
+  std::string alerts = dir / "alerts.json";
+  const std::string w = WorkloadPath();
+  Child c = RunWithFakeShadow(dir, fake, {"--log-level", "info", "--resolve", "off", "--alerts-out", alerts},
+                              w + " read-n /etc/hostname 200 && " + w + " read-n /etc/shadow 1");
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Err().find("emulation=rules") != std::string::npos);
+  CHECK(Counter(c.Err(), "opens_fast") >= 200);
+  CHECK(Counter(c.Err(), "opens_emulated") >= 1);
+  CHECK(Counter(c.Err(), "opens_emulated") < 20);
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["rule"] == "Read sensitive file untrusted");
+  CHECK(lines[0]["output_fields"]["fd.name"] == "/etc/shadow");
+}
+
+TEST_CASE("agent_results: the question at entry sees the container the alert will show") {
+  // container.name comes from HOSTNAME; a rule that needs it must still make
+  // the agent pay for the open.
+  TempDir dir;
+  std::string marker = dir / "marker", rules = dir / "rules.yaml", alerts = dir / "alerts.json";
+  std::ofstream(marker) << "x";
+  std::ofstream(rules) << "- rule: Marker read in the test box\n"
+                          "  desc: test\n"
+                          "  condition: evt.type in (open, openat) and fd.name = " << marker << "\n"
+                          "    and container.name = sidetrace-test-box and evt.rawres >= 0\n"
+                          "  output: marker read (file=%fd.name fd=%fd.num container=%container.name)\n"
+                          "  priority: WARNING\n";
+  Child c = Start(dir,
+                  {AgentPath(), "--rules", rules, "--alerts-out", alerts, "--resolve", "off", "--log-level", "info",
+                   "--", WorkloadPath(), "read-n", marker, "1"},
+                  "/dev/null", [] { setenv("HOSTNAME", "sidetrace-test-box", 1); });
+  REQUIRE(c.Wait());
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "fd 3 bytes 1\n");
+  CHECK(Counter(c.Err(), "opens_emulated") == 1);
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["output_fields"]["container.name"] == "sidetrace-test-box");
+  CHECK(lines[0]["output_fields"]["fd.num"] == 3);
+}
