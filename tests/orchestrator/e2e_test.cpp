@@ -150,7 +150,8 @@ TEST_CASE("orchestrator_e2e: backend down for 30 s under load loses nothing", "[
     // While the backend is down, alerts keep being acked from the spool and
     // nothing is counted as stored.
     CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_in_total") > in_at_kill);
-    CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_out_total") - out_at_kill <= 1000);  // one batch in flight
+    // At most the batches in flight (2 connections) were answered just before the kill.
+    CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_out_total") - out_at_kill <= 2000);
     CHECK(env.orch->Metric("sidetrace_orchestrator_spool_bytes") > 0);
     CHECK(env.orch->Metric("sidetrace_orchestrator_backend_up") == 0);
     CHECK(env.orch->Healthz().find("\"status\":\"degraded\"") != std::string::npos);
