@@ -1,11 +1,12 @@
 #include "backend/alert.h"
 
+#include <simdjson.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <cctype>
+#include <cstring>
 #include <ctime>
-#include <iterator>
 #include <memory>
 
 #include <fmt/format.h>
@@ -157,309 +158,101 @@ std::string FormatRfc3339(int64_t ns) {
 
 namespace {
 
-void AppendEscaped(std::string* out, std::string_view s) {
-  out->push_back('"');
-  size_t run = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out->append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
-      default: fmt::format_to(std::back_inserter(*out), "\\u{:04x}", c);
-    }
-  }
-  out->append(s.data() + run, s.size() - run);
-  out->push_back('"');
+namespace dom = simdjson::dom;
+
+// The parser keeps its buffers between batches (no allocation per batch).
+dom::parser& ThreadParser() {
+  thread_local dom::parser parser;
+  return parser;
 }
 
-// One pass over the body with nlohmann's SAX parser: validates the JSON and
-// extracts the fields the store indexes, without building a DOM (the DOM's
-// allocations were most of the ingest CPU). Each alert's text is then taken
-// from the body itself (EventSpans). "agent", "agents" and "stats" are small:
-// their text is re-emitted while parsing and parsed into a DOM afterwards.
-class BatchSax {
- public:
-  using json_t = json;
-  Status error;
-  Batch batch;
-  std::vector<size_t> respelled;  // alerts whose priority needs Falco's spelling
-  std::string agent_text, agents_text, stats_text;
-  bool saw_events = false;
+// A string member of `obj`: true and `*out` set when present and a string.
+bool GetString(dom::object obj, std::string_view key, std::string_view* out) {
+  auto v = obj.at_key(key);
+  if (v.error()) return false;
+  return !v.get_string().get(*out);
+}
 
-  bool null() { return Scalar("null", Kind::kNull); }
-  bool boolean(bool v) { return Scalar(v ? "true" : "false", Kind::kOther); }
-  bool number_integer(json::number_integer_t v) { return Number(fmt::format_int(v).str()); }
-  bool number_unsigned(json::number_unsigned_t v) { return Number(fmt::format_int(v).str()); }
-  bool number_float(json::number_float_t, const std::string& raw) { return Number(raw); }
-  bool binary(json::binary_t&) { return Fail(Status::InvalidArgument("body: malformed JSON")); }
-  bool string(std::string& v) {
-    if (depth_ == 3 && in_events_) {
-      StringField(v);
-    } else if (depth_ == 4 && in_events_ && in_fields_) {
-      FieldString(v);
-    }
-    if (depth_ == 0) return Fail(Status::InvalidArgument("body: must be a JSON object"));
-    if (depth_ == 1) return TopScalar();
-    if (depth_ == 2 && in_events_) return NotObject();
-    if (out_) {
-      BeforeValue();
-      AppendEscaped(out_, v);
-    }
-    return true;
-  }
-  bool key(std::string& k) {
-    if (depth_ == 1) top_key_ = k;
-    if (depth_ == 3 && in_events_) ev_key_ = k;
-    if (depth_ == 4 && in_events_ && in_fields_) {
-      field_key_ = k;
-      ++field_count_;
-    }
-    if (out_) {
-      if (!first_.back()) out_->push_back(',');
-      first_.back() = false;
-      AppendEscaped(out_, k);
-      out_->push_back(':');
-      after_key_ = true;
-    }
-    return true;
-  }
-  bool start_object(std::size_t) { return Start('{', true); }
-  bool start_array(std::size_t) { return Start('[', false); }
-  bool end_object() { return End('}'); }
-  bool end_array() { return End(']'); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
-    if (error.ok()) error = Status::InvalidArgument("body: malformed JSON");
-    return false;
-  }
+// The small records (agent, agents, stats) as nlohmann values, for ParseAgent.
+json ToNlohmann(dom::element e) { return json::parse(simdjson::minify(e), nullptr, false); }
 
- private:
-  enum class Kind { kNull, kOther };
-
-  bool Fail(Status st) {
-    if (error.ok()) error = std::move(st);
-    return false;
-  }
-  Status Bad(const char* field, std::string_view why) {
-    return Status::InvalidArgument(fmt::format("events[{}].{}: {}", index_, field, why));
-  }
-  bool NotObject() { return Fail(Status::InvalidArgument(fmt::format("events[{}]: must be an object", index_))); }
-  bool TopScalar() {
-    if (top_key_ == "events") return Fail(Status::InvalidArgument("events: required array"));
-    if (top_key_ == "stats" || top_key_ == "agent" || top_key_ == "agents") {
-      // Scalars there: recorded as text, checked after the parse.
-      std::string* t = top_key_ == "stats" ? &stats_text : top_key_ == "agent" ? &agent_text : &agents_text;
-      *t = "scalar";
-    }
-    return true;
-  }
-  void BeforeValue() {
-    if (after_key_) {
-      after_key_ = false;
-    } else if (!first_.empty()) {
-      if (!first_.back()) out_->push_back(',');
-      first_.back() = false;
-    }
-  }
-  bool Scalar(std::string_view text, Kind kind) {
-    if (depth_ == 0) return Fail(Status::InvalidArgument("body: must be a JSON object"));
-    if (depth_ == 1) {
-      if (kind == Kind::kNull && top_key_ != "events") return true;
-      return TopScalar();
-    }
-    if (depth_ == 2 && in_events_) return NotObject();
-    if (depth_ == 3 && in_events_) {
-      if (ev_key_ == "tags" && kind != Kind::kNull) tags_bad_ = true;
-      if (ev_key_ == "output_fields") fields_bad_ = true;
-    }
-    if (out_) {
-      BeforeValue();
-      out_->append(text);
-    }
-    return true;
-  }
-  bool Number(const std::string& text) { return Scalar(text, Kind::kOther); }
-
-  void StringField(const std::string& v) {
-    if (ev_key_ == "uuid") cur_.uuid = v, has_uuid_ = true;
-    else if (ev_key_ == "rule") cur_.rule = v, has_rule_ = true;
-    else if (ev_key_ == "priority") cur_.priority = v, has_priority_ = true;
-    else if (ev_key_ == "time") time_ = v, has_time_ = true;
-    else if (ev_key_ == "output") cur_.output = v;
-    else if (ev_key_ == "source") cur_.source = v;
-    else if (ev_key_ == "hostname") cur_.hostname = v;
-    else if (ev_key_ == "agent_id") cur_.agent_id = v;
-    else if (ev_key_ == "tags") tags_bad_ = true;
-    else if (ev_key_ == "output_fields") fields_bad_ = true;
-  }
-  void FieldString(const std::string& v) {
-    if (field_key_ == "container.id") cur_.container_id = v;
-    else if (field_key_ == "container.name") cur_.container_name = v;
-    else if (field_key_ == "container.image.repository") cur_.image = v;
-    else if (field_key_ == "aws.ecs.task.arn") cur_.task_arn = v;
-    else if (field_key_ == "agent.id" && fields_agent_.empty()) fields_agent_ = v;
-  }
-
-  bool Start(char c, bool object) {
-    if (depth_ == 0) {
-      if (!object) return Fail(Status::InvalidArgument("body: must be a JSON object"));
-      depth_ = 1;
-      return true;
-    }
-    if (depth_ == 1) {
-      if (top_key_ == "events") {
-        if (object) return Fail(Status::InvalidArgument("events: required array"));
-        in_events_ = true;
-        saw_events = true;
-        depth_ = 2;
-        return true;
-      }
-      if (top_key_ == "agent") out_ = &agent_text;
-      else if (top_key_ == "agents") out_ = &agents_text;
-      else if (top_key_ == "stats") out_ = &stats_text;
-      if (out_) out_->clear();
-    } else if (depth_ == 2 && in_events_) {
-      if (!object) return NotObject();
-      cur_ = Alert();
-      time_.clear();
-      fields_agent_.clear();
-      has_uuid_ = has_rule_ = has_priority_ = has_time_ = false;
-      fields_seen_ = fields_bad_ = tags_bad_ = false;
-      field_count_ = 0;
-    } else if (depth_ == 3 && in_events_) {
-      if (ev_key_ == "output_fields") {
-        if (object) {
-          in_fields_ = true;
-          fields_seen_ = true;
-          field_count_ = 0;
-        } else {
-          fields_bad_ = true;
-        }
-      } else if (ev_key_ == "tags" && object) {
-        tags_bad_ = true;
-      }
-    }
-    if (out_) {
-      BeforeValue();
-      out_->push_back(c);
-      first_.push_back(true);
-    }
-    ++depth_;
-    return true;
-  }
-
-  bool End(char c) {
-    --depth_;
-    if (out_) {
-      out_->push_back(c);
-      first_.pop_back();
-    }
-    if (depth_ == 3 && in_events_ && in_fields_) in_fields_ = false;
-    if (depth_ == 1 && in_events_) {
-      in_events_ = false;  // the events array closed
-      return true;
-    }
-    if (depth_ == 2 && in_events_) {
-      Status st = FinishAlert();
-      if (!st.ok()) return Fail(std::move(st));
-      ++index_;
-      return true;
-    }
-    if (depth_ == 1) out_ = nullptr;  // agent / agents / stats captured
-    return true;
-  }
-
+Result<Alert> ParseAlert(dom::element e, size_t index) {
+  auto bad = [&](const char* field, std::string_view why) {
+    return Status::InvalidArgument(fmt::format("events[{}].{}: {}", index, field, why));
+  };
+  dom::object obj;
+  if (e.get_object().get(obj))
+    return Status::InvalidArgument(fmt::format("events[{}]: must be an object", index));
+  Alert a;
+  std::string_view uuid, rule, priority, time, agent_id;
   // The checks, in the order a reader expects the reasons.
-  Status FinishAlert() {
-    if (!has_uuid_ || cur_.uuid.empty()) return Bad("uuid", "required non-empty string (the dedupe key)");
-    if (cur_.uuid.size() > 128) return Bad("uuid", "longer than 128 bytes");
-    if (!has_rule_ || cur_.rule.empty()) return Bad("rule", "required non-empty string");
-    if (!has_priority_) return Bad("priority", "required string");
-    cur_.priority_index = PriorityIndex(cur_.priority);
-    if (cur_.priority_index < 0) return Bad("priority", fmt::format("unknown priority \"{}\"", cur_.priority));
-    if (cur_.priority != kPriorityNames[cur_.priority_index]) {
-      cur_.priority = std::string(kPriorityNames[cur_.priority_index]);
-      respelled.push_back(batch.alerts.size());
-    }
-    if (!has_time_) return Bad("time", "required RFC 3339 string");
-    if (!ParseRfc3339(time_, &cur_.time_ns)) return Bad("time", fmt::format("not RFC 3339: \"{}\"", time_));
-    if (!fields_seen_ || fields_bad_ || field_count_ == 0) return Bad("output_fields", "required non-empty object");
-    if (tags_bad_) return Bad("tags", "must be an array");
-    if (cur_.source.empty()) cur_.source = "syscall";
-    if (cur_.agent_id.empty()) cur_.agent_id = fields_agent_;
-    batch.alerts.push_back(std::move(cur_));
-    return Status::Ok();
-  }
-
-  int depth_ = 0;
-  bool in_events_ = false, in_fields_ = false;
-  std::string top_key_, ev_key_, field_key_;
-  size_t index_ = 0;
-  std::string* out_ = nullptr;  // where the current captured value's text goes
-  std::vector<bool> first_;     // per open container in out_: no element yet
-  bool after_key_ = false;
-  Alert cur_;
-  std::string time_, fields_agent_;
-  bool has_uuid_ = false, has_rule_ = false, has_priority_ = false, has_time_ = false;
-  bool fields_seen_ = false, fields_bad_ = false, tags_bad_ = false;
-  size_t field_count_ = 0;
-};
-
-size_t SkipWs(std::string_view s, size_t i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
-  return i;
+  if (!GetString(obj, "uuid", &uuid) || uuid.empty()) return bad("uuid", "required non-empty string (the dedupe key)");
+  if (uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
+  if (!GetString(obj, "rule", &rule) || rule.empty()) return bad("rule", "required non-empty string");
+  if (!GetString(obj, "priority", &priority)) return bad("priority", "required string");
+  a.priority_index = PriorityIndex(priority);
+  if (a.priority_index < 0) return bad("priority", fmt::format("unknown priority \"{}\"", priority));
+  if (!GetString(obj, "time", &time)) return bad("time", "required RFC 3339 string");
+  if (!ParseRfc3339(time, &a.time_ns)) return bad("time", fmt::format("not RFC 3339: \"{}\"", time));
+  dom::object fields;
+  if (obj.at_key("output_fields").get_object().get(fields) || fields.size() == 0)
+    return bad("output_fields", "required non-empty object");
+  if (auto tags = obj.at_key("tags"); !tags.error() && !tags.is_null() && !tags.is_array())
+    return bad("tags", "must be an array");
+  a.uuid = uuid;
+  a.rule = rule;
+  a.priority = priority;
+  std::string_view v;
+  if (GetString(fields, "container.id", &v)) a.container_id = v;
+  if (GetString(fields, "aws.ecs.task.arn", &v)) a.task_arn = v;
+  if ((GetString(obj, "agent_id", &agent_id) && !agent_id.empty()) || GetString(fields, "agent.id", &agent_id))
+    a.agent_id = agent_id;
+  return a;
 }
 
 size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\') ++i;
-    else if (s[i] == '"') return i + 1;
+  for (;;) {
+    const void* q = std::memchr(s.data() + i + 1, '"', s.size() - i - 1);
+    if (q == nullptr) return s.size();
+    size_t j = static_cast<const char*>(q) - s.data();
+    size_t backslashes = 0;
+    while (s[j - 1 - backslashes] == '\\') ++backslashes;
+    if (backslashes % 2 == 0) return j + 1;
+    i = j;
   }
-  return s.size();
 }
 
-size_t SkipValue(std::string_view s, size_t i) {
-  if (i >= s.size()) return i;
+size_t SkipValue(std::string_view s, size_t i) {  // at the first byte of a value
   if (s[i] == '"') return SkipString(s, i);
-  if (s[i] == '{' || s[i] == '[') {
-    int depth = 0;
-    while (i < s.size()) {
-      char c = s[i];
-      if (c == '"') {
-        i = SkipString(s, i);
-        continue;
-      }
-      if (c == '{' || c == '[') ++depth;
-      if (c == '}' || c == ']') {
-        if (--depth == 0) return i + 1;
-      }
-      ++i;
-    }
+  if (s[i] != '{' && s[i] != '[') {  // a number or a literal
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']') ++i;
     return i;
   }
-  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
-         s[i] != '\n' && s[i] != '\r')
+  int depth = 0;
+  while (i < s.size()) {
+    char c = s[i];
+    if (c == '"') {
+      i = SkipString(s, i);
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return i + 1;
+    }
     ++i;
+  }
   return i;
 }
 
-// The elements of every top-level "events" array, in order, as compact text
-// (whitespace outside strings removed, so that one alert is one line).
-// REQUIRES: `body` is valid JSON with an object at the top (the SAX pass
-// checked it), so a depth-and-quotes scan finds the same elements.
-std::vector<std::string> EventTexts(std::string_view s) {
-  std::vector<std::string> out;
-  size_t i = SkipWs(s, 0) + 1;  // past '{'
-  for (;;) {
-    i = SkipWs(s, i);
-    if (i >= s.size() || s[i] != '"') break;
+// The elements of the first top-level "events" array of `s`, as slices.
+// REQUIRES: `s` is minified, valid JSON with an object at the top (the DOM
+// parse checked the original, and minifying valid JSON keeps it valid), so
+// a depth-and-quotes scan finds the same elements as the parser.
+std::vector<std::string_view> EventSlices(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 1;  // past '{'
+  while (i < s.size() && s[i] == '"') {
     size_t key_end = SkipString(s, i);
     std::string_view raw = s.substr(i, key_end - i);
     bool is_events = raw == "\"events\"";
@@ -467,38 +260,19 @@ std::vector<std::string> EventTexts(std::string_view s) {
       json k = json::parse(raw, nullptr, false);
       is_events = k.is_string() && k.get_ref<const std::string&>() == "events";
     }
-    i = SkipWs(s, key_end) + 1;  // past ':'
-    i = SkipWs(s, i);
-    if (is_events && i < s.size() && s[i] == '[') {
+    i = key_end + 1;  // past ':'
+    if (is_events && s[i] == '[') {
       ++i;
-      for (;;) {
-        i = SkipWs(s, i);
-        if (i >= s.size() || s[i] == ']') break;
+      while (i < s.size() && s[i] != ']') {
         size_t end = SkipValue(s, i);
-        std::string text;
-        text.reserve(end - i);
-        for (size_t j = i; j < end;) {
-          char c = s[j];
-          if (c == '"') {
-            size_t e = SkipString(s, j);
-            text.append(s.data() + j, e - j);
-            j = e;
-          } else {
-            if (c != ' ' && c != '\t' && c != '\n' && c != '\r') text.push_back(c);
-            ++j;
-          }
-        }
-        out.push_back(std::move(text));
-        i = SkipWs(s, end);
-        if (i < s.size() && s[i] == ',') ++i;
+        out.push_back(s.substr(i, end - i));
+        i = end;
+        if (s[i] == ',') ++i;
       }
-      ++i;  // past ']'
-    } else {
-      i = SkipValue(s, i);
+      return out;
     }
-    i = SkipWs(s, i);
+    i = SkipValue(s, i);
     if (i < s.size() && s[i] == ',') ++i;
-    else break;
   }
   return out;
 }
@@ -506,37 +280,58 @@ std::vector<std::string> EventTexts(std::string_view s) {
 }  // namespace
 
 Result<Batch> ParseBatch(std::string_view body) {
-  BatchSax sax;
-  bool ok = json::sax_parse(body.begin(), body.end(), &sax, json::input_format_t::json, /*strict=*/true);
-  if (!sax.error.ok()) return sax.error;
-  if (!ok) return Status::InvalidArgument("body: malformed JSON");
-  if (!sax.saw_events) return Status::InvalidArgument("events: required array");
-  Batch batch = std::move(sax.batch);
-  std::vector<std::string> texts = EventTexts(body);
-  if (texts.size() != batch.alerts.size())
-    return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", texts.size(), batch.alerts.size()));
-  for (size_t i = 0; i < texts.size(); ++i) batch.alerts[i].json = std::move(texts[i]);
-  for (size_t i : sax.respelled) {
-    // Rare: "warning" instead of "Warning". Store Falco's spelling.
-    json j = json::parse(batch.alerts[i].json, nullptr, false);
-    j["priority"] = batch.alerts[i].priority;
-    batch.alerts[i].json = Dump(j);
+  dom::parser& parser = ThreadParser();
+  dom::element root;
+  if (parser.parse(body.data(), body.size()).get(root)) return Status::InvalidArgument("body: malformed JSON");
+  dom::object top;
+  if (root.get_object().get(top)) return Status::InvalidArgument("body: must be a JSON object");
+  dom::array events;
+  if (top.at_key("events").get_array().get(events)) return Status::InvalidArgument("events: required array");
+
+  Batch batch;
+  batch.alerts.reserve(events.size());
+  size_t index = 0;
+  for (dom::element e : events) {
+    auto a = ParseAlert(e, index++);
+    if (!a.ok()) return a.status();
+    batch.alerts.push_back(std::move(a.value()));
   }
 
-  json stats;
-  if (!sax.stats_text.empty()) {
-    stats = json::parse(sax.stats_text, nullptr, false);
-    if (!stats.is_object()) return Status::InvalidArgument("stats: must be an object");
+  // Each alert's text: a slice of the minified body.
+  auto text = std::make_shared<std::string>(body.size() + simdjson::SIMDJSON_PADDING, '\0');
+  size_t len = 0;
+  if (simdjson::minify(body.data(), body.size(), text->data(), len) != simdjson::SUCCESS)
+    return Status::Internal("body: minify failed");
+  text->resize(len);
+  std::vector<std::string_view> slices = EventSlices(*text);
+  if (slices.size() != batch.alerts.size())
+    return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", slices.size(), batch.alerts.size()));
+  for (size_t i = 0; i < slices.size(); ++i) {
+    Alert& a = batch.alerts[i];
+    a.json = slices[i];
+    if (a.priority != kPriorityNames[a.priority_index]) {
+      // Rare: "warning" instead of "Warning". Store Falco's spelling.
+      a.priority = std::string(kPriorityNames[a.priority_index]);
+      json j = json::parse(a.json, nullptr, false);
+      j["priority"] = a.priority;
+      a.json = batch.rewritten.emplace_back(Dump(j));
+    }
   }
-  if (!sax.agent_text.empty()) {
-    json agent = json::parse(sax.agent_text, nullptr, false);
-    auto a = ParseAgent(agent, stats.is_null() ? nullptr : &stats, "agent");
+  batch.text = std::move(text);
+
+  json stats;
+  if (dom::element st; !top.at_key("stats").get(st) && !st.is_null()) {
+    if (!st.is_object()) return Status::InvalidArgument("stats: must be an object");
+    stats = ToNlohmann(st);
+  }
+  if (dom::element ag; !top.at_key("agent").get(ag) && !ag.is_null()) {
+    auto a = ParseAgent(ag.is_object() ? ToNlohmann(ag) : json(), stats.is_null() ? nullptr : &stats, "agent");
     if (!a.ok()) return a.status();
     batch.agents.push_back(std::move(a.value()));
   }
-  if (!sax.agents_text.empty()) {
-    json agents = json::parse(sax.agents_text, nullptr, false);
-    if (!agents.is_array()) return Status::InvalidArgument("agents: must be an array");
+  if (dom::element ags; !top.at_key("agents").get(ags) && !ags.is_null()) {
+    if (!ags.is_array()) return Status::InvalidArgument("agents: must be an array");
+    json agents = ToNlohmann(ags);
     for (size_t i = 0; i < agents.size(); ++i) {
       auto a = ParseAgent(agents[i], nullptr, fmt::format("agents[{}]", i));
       if (!a.ok()) return a.status();

@@ -14,12 +14,20 @@
 //
 // The whole batch is rejected on the first bad alert: the reason names the
 // index and field ("events[3].priority: unknown priority \"urgent\"").
-// Thread-safety: pure functions.
+//
+// Cost (the ingest hot path): one simdjson DOM parse of the body validates
+// all of it (grammar, UTF-8) and yields the indexed fields; the body is then
+// minified once (simdjson) and each alert's stored text is a slice of that
+// copy: the sender's bytes without insignificant whitespace, never
+// re-serialised. Only the small agent/stats records go through nlohmann.
+// Thread-safety: pure functions (a thread-local parser per thread).
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,11 +49,13 @@ bool ParseRfc3339(std::string_view text, int64_t* ns);
 std::string FormatRfc3339(int64_t ns);
 
 struct Alert {
-  std::string uuid, rule, priority, output, source, hostname;
+  std::string uuid, rule, priority;
   int priority_index = 0;
   int64_t time_ns = 0;
-  std::string container_id, task_arn, agent_id, container_name, image;
-  std::string json;  // the alert as Falco JSON (compact), stored and forwarded
+  std::string container_id, task_arn, agent_id;
+  // The alert as Falco JSON on one line, stored and forwarded: a view into
+  // its Batch (Batch::text or Batch::rewritten), valid while the Batch lives.
+  std::string_view json;
 };
 
 struct AgentRecord {
@@ -58,6 +68,11 @@ struct AgentRecord {
 struct Batch {
   std::vector<Alert> alerts;
   std::vector<AgentRecord> agents;
+  // The minified body that Alert::json points into (a pointer, so that
+  // moving the Batch keeps the views valid), and the few alerts whose text
+  // had to change (priority respelled to Falco's spelling).
+  std::shared_ptr<const std::string> text;
+  std::deque<std::string> rewritten;
 };
 
 // Parses and validates a decompressed body.

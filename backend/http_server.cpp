@@ -8,6 +8,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
 #include <deque>
+#include <map>
 
 #include "common/util/log.h"
 
@@ -30,9 +31,10 @@ void SseHub::Subscribe(std::weak_ptr<SseSink> sink) {
   sinks_.push_back(std::move(sink));
 }
 
-void SseHub::Publish(const std::string& event, const std::string& data) {
-  auto msg = std::make_shared<const std::string>("event: " + event + "\ndata: " + data + "\n\n");
+void SseHub::Publish(const std::string& event, std::string_view data) {
   std::lock_guard lock(mu_);
+  if (sinks_.empty()) return;
+  auto msg = std::make_shared<const std::string>(fmt::format("event: {}\ndata: {}\n\n", event, data));
   for (auto it = sinks_.begin(); it != sinks_.end();) {
     if (auto s = it->lock()) {
       s->Push(msg);
@@ -100,7 +102,11 @@ class Session : public SseSink {
  protected:
   Derived& derived() { return static_cast<Derived&>(*this); }
 
+  // Reads the next request unless one is being read, the pipeline is full
+  // or the connection is closing.
   void DoRead() {
+    if (reading_ || stop_reading_ || in_flight_ >= server_->options.max_pipeline) return;
+    reading_ = true;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_->options.max_body_bytes);
@@ -110,7 +116,13 @@ class Session : public SseSink {
   }
 
   void OnRead(beast::error_code ec, size_t) {
-    if (ec == http::error::end_of_stream) return derived().DoEof();
+    reading_ = false;
+    if (close_after_read_) return derived().DoEof();
+    if (ec == http::error::end_of_stream) {
+      stop_reading_ = true;
+      if (in_flight_ == 0) derived().DoEof();  // else after the last reply
+      return;
+    }
     if (ec == http::error::body_limit) {
       server_->metrics->Reject("too_large");
       return SendError(http::status::payload_too_large, "body exceeds the size limit");
@@ -118,13 +130,33 @@ class Session : public SseSink {
     if (ec == http::error::header_limit) return SendError(http::status::request_header_fields_too_large, "headers too large");
     if (ec.category() == http::make_error_code(http::error::bad_method).category())  // HTTP parse error
       return SendError(http::status::bad_request, "malformed HTTP request");
-    if (ec) return;  // timeout, reset, TLS truncation: drop the connection
+    if (ec) {  // timeout, reset, TLS truncation: drop the connection
+      stop_reading_ = true;
+      return;
+    }
     Request req = parser_->release();
-    Reply reply = server_->handler(req);
-    if (reply.sse && server_->hub) return StartSse();
-    reply.response.version(req.version());
-    reply.response.keep_alive(req.keep_alive() && reply.response.keep_alive());
-    Send(std::move(reply.response));
+    uint64_t seq = next_seq_++;
+    ++in_flight_;
+    unsigned version = req.version();
+    bool keep_alive = req.keep_alive();
+    if (!keep_alive) stop_reading_ = true;
+    server_->handler(req, [self = derived().shared_from_this(), seq, version, keep_alive](Reply reply) {
+      asio::post(self->stream().get_executor(), [self, seq, version, keep_alive, reply = std::move(reply)]() mutable {
+        self->OnReply(seq, version, keep_alive, std::move(reply));
+      });
+    });
+    DoRead();  // pipelining: read the next request while this one is handled
+  }
+
+  void OnReply(uint64_t seq, unsigned version, bool keep_alive, Reply reply) {
+    if (reply.sse && server_->hub) {
+      stop_reading_ = true;
+      return StartSse();
+    }
+    reply.response.version(version);
+    reply.response.keep_alive(keep_alive && reply.response.keep_alive());
+    ready_.emplace(seq, std::move(reply.response));
+    WriteReply();
   }
 
   void SendError(http::status status, const std::string& why) {
@@ -132,13 +164,22 @@ class Session : public SseSink {
     res.set(http::field::content_type, "application/json");
     res.body() = std::string("{\"error\":\"") + why + "\"}";
     res.keep_alive(false);
-    Send(std::move(res));
+    stop_reading_ = true;
+    ++in_flight_;
+    ready_.emplace(next_seq_++, std::move(res));
+    WriteReply();
   }
 
-  void Send(Response res) {
-    res.set(http::field::server, "sidetrace-backend");
-    res.prepare_payload();
-    res_ = std::make_shared<Response>(std::move(res));
+  // Writes the reply to the oldest unanswered request once it is ready.
+  void WriteReply() {
+    if (writing_) return;
+    auto it = ready_.find(write_seq_);
+    if (it == ready_.end()) return;
+    res_ = std::make_shared<Response>(std::move(it->second));
+    ready_.erase(it);
+    res_->set(http::field::server, "sidetrace-backend");
+    res_->prepare_payload();
+    writing_ = true;
     beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
     http::async_write(derived().stream(), *res_,
                       beast::bind_front_handler(&Session::OnWrite, derived().shared_from_this(),
@@ -146,10 +187,23 @@ class Session : public SseSink {
   }
 
   void OnWrite(bool close, beast::error_code ec, size_t) {
+    writing_ = false;
     if (ec) return;
     res_.reset();
-    if (close) return derived().DoEof();
+    ++write_seq_;
+    --in_flight_;
+    if (close || (stop_reading_ && in_flight_ == 0 && !reading_)) return Close();
+    WriteReply();
     DoRead();
+  }
+
+  // Ends the connection after the last reply; a read-ahead still pending is
+  // cancelled first (a TLS shutdown must not overlap a read).
+  void Close() {
+    stop_reading_ = true;
+    if (!reading_) return derived().DoEof();
+    close_after_read_ = true;
+    beast::get_lowest_layer(derived().stream()).cancel();
   }
 
   // --- Server-Sent Events ---
@@ -208,7 +262,15 @@ class Session : public SseSink {
   std::shared_ptr<HttpServer::Impl> server_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  std::shared_ptr<Response> res_;
+  std::shared_ptr<Response> res_;  // the reply being written
+  // Pipelining: requests are numbered as read; replies wait in ready_ until
+  // every earlier one was written.
+  uint64_t next_seq_ = 0, write_seq_ = 0;
+  size_t in_flight_ = 0;  // read and not yet answered
+  std::map<uint64_t, Response> ready_;
+  bool reading_ = false, writing_ = false;
+  bool stop_reading_ = false;     // no more requests on this connection
+  bool close_after_read_ = false;  // Close() cancelled a pending read
   bool sse_ = false;
   bool closed_ = false;
   std::deque<std::shared_ptr<const std::string>> queue_;
@@ -264,9 +326,11 @@ void HttpServer::Impl::Accept() {
   acceptor.async_accept(asio::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopped) return;
     if (!ec) {
+      beast::error_code ignored;
+      // Replies are small and written once: never hold one back (Nagle).
+      socket.set_option(tcp::no_delay(true), ignored);
       if (self->open.load() >= self->options.max_connections) {
         self->metrics->connections_rejected++;
-        beast::error_code ignored;
         socket.close(ignored);
       } else if (self->tls) {
         std::make_shared<TlsSession>(std::move(socket), *self->tls, self)->Run();

@@ -2,11 +2,15 @@
 // SseHub, the fan-out of live alerts to Server-Sent-Events clients.
 //
 // Shape (after Beast's advanced_server_flex example): a listener accepts on
-// a strand per connection; a session reads one request at a time with a
-// deadline (read_timeout covers a whole request, so slow-loris clients and
-// idle keep-alive connections are closed), a header cap (16 KiB) and a body
-// cap (max_body_bytes, over it: 413 and close), calls the handler, writes
-// the reply and loops while keep-alive holds. TLS sessions handshake under
+// a strand per connection; a session reads requests with a deadline
+// (read_timeout, so slow-loris clients and idle keep-alive connections are
+// closed), a header cap (16 KiB) and a body cap (max_body_bytes, over it:
+// 413 and close), hands each to the handler, and writes the replies while
+// keep-alive holds. The handler answers through a callback, from any
+// thread, so a slow reply (an ingest commit) does not hold an I/O thread.
+// HTTP/1.1 pipelining: up to max_pipeline requests of one connection are
+// read and handed to the handler before the first is answered; replies are
+// always written in request order. TLS sessions handshake under
 // handshake_timeout and end with a TLS close_notify. At max_connections the
 // listener closes new connections at once (counted in metrics).
 //
@@ -43,9 +47,11 @@ using Response = http::response<http::string_body>;
 
 struct Reply {
   Response response;
-  bool sse = false;  // switch the connection to an event stream
+  bool sse = false;  // switch the connection to an event stream (REQUIRES: max_pipeline == 1)
 };
-using Handler = std::function<Reply(Request& request)>;
+// Called exactly once per request, from any thread.
+using Respond = std::function<void(Reply reply)>;
+using Handler = std::function<void(Request& request, Respond respond)>;
 
 // Receives published messages on behalf of one SSE connection.
 class SseSink {
@@ -58,7 +64,7 @@ class SseHub {
  public:
   void Subscribe(std::weak_ptr<SseSink> sink);
   // Sends `event` with `data` (one line of JSON) to every live subscriber.
-  void Publish(const std::string& event, const std::string& data);
+  void Publish(const std::string& event, std::string_view data);
 
  private:
   std::mutex mu_;
@@ -71,6 +77,7 @@ struct ServerOptions {
   size_t max_connections = 256;
   std::chrono::seconds read_timeout{30};
   std::chrono::seconds handshake_timeout{10};
+  size_t max_pipeline = 1;  // requests read ahead of their replies, per connection
 };
 
 class HttpServer {

@@ -24,12 +24,13 @@ using namespace sidetrace::backend;
 namespace {
 
 struct Options {
-  std::string ingest, http, cert, key, db, access_keys_file, log_level;
+  std::string ingest, http, cert, key, db, access_keys_file, log_level, sync;
   std::vector<std::string> access_keys, webhooks;
   bool self_signed = false, http_tls = false;
   int retention_days = 30;
   size_t max_body = 16 << 20, max_connections = 256;
   int timeout_s = 30, threads = 2;
+  size_t pipeline = 4;
 };
 
 // Reads keys one per line; blank lines and '#' comments are skipped.
@@ -81,6 +82,11 @@ int main(int argc, char** argv) {
       ("max-connections", po::value(&o.max_connections)->default_value(256), "open connections per listener")
       ("timeout", po::value(&o.timeout_s)->default_value(30), "seconds allowed per request and per idle keep-alive")
       ("threads", po::value(&o.threads)->default_value(2), "I/O threads")
+      ("sync", po::value(&o.sync)->default_value("full"),
+       "full: a 2xx batch survives kill -9 and power loss (fdatasync per commit); "
+       "normal: survives kill -9 / process crashes, an OS crash or power cut may lose the last batches")
+      ("pipeline", po::value(&o.pipeline)->default_value(4),
+       "HTTP/1.1 pipelining: ingest requests read ahead of their replies per connection (1: none)")
       ("log-level", po::value(&o.log_level)->default_value("info"), "debug|info|warn|error");
   po::variables_map vm;
   try {
@@ -147,7 +153,16 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  auto store = Store::Open(o.db);
+  StoreOptions store_opts;
+  if (!ParseSync(o.sync, &store_opts.sync)) {
+    std::fprintf(stderr, "sidetrace-backend: --sync: expected full or normal, got \"%s\"\n", o.sync.c_str());
+    return 2;
+  }
+  if (o.pipeline < 1) {
+    std::fprintf(stderr, "sidetrace-backend: --pipeline: must be at least 1\n");
+    return 2;
+  }
+  auto store = Store::Open(o.db, store_opts);
   if (!store.ok()) {
     std::fprintf(stderr, "sidetrace-backend: %s\n", store.status().message().c_str());
     return 1;
@@ -164,7 +179,9 @@ int main(int argc, char** argv) {
     forwarder = std::move(f.value());
   }
   // A decompressed body may be larger than the wire limit, but not unbounded.
-  Service service(store->get(), &metrics, &hub, forwarder.get(), o.access_keys, std::max<size_t>(o.max_body * 8, 64 << 20));
+  Committer committer(store->get(), &metrics);
+  Service service(store->get(), &committer, &metrics, &hub, forwarder.get(), o.access_keys,
+                  std::max<size_t>(o.max_body * 8, 64 << 20));
 
   boost::asio::io_context io(o.threads);
   ServerOptions ingest_opts;
@@ -172,12 +189,14 @@ int main(int argc, char** argv) {
   ingest_opts.max_body_bytes = o.max_body;
   ingest_opts.max_connections = o.max_connections;
   ingest_opts.read_timeout = std::chrono::seconds(o.timeout_s);
-  HttpServer ingest(io, ingest_opts, &*tls_ctx, [&](Request& r) { return service.HandleIngest(r); }, &metrics, nullptr);
   ServerOptions http_opts = ingest_opts;
+  ingest_opts.max_pipeline = o.pipeline;
+  HttpServer ingest(io, ingest_opts, &*tls_ctx, [&](Request& r, Respond done) { service.HandleIngest(r, std::move(done)); },
+                    &metrics, nullptr);
   http_opts.name = "http";
   http_opts.max_body_bytes = 64 * 1024;
-  HttpServer web(io, http_opts, o.http_tls ? &*tls_ctx : nullptr, [&](Request& r) { return service.HandleHttp(r); },
-                 &metrics, &hub);
+  HttpServer web(io, http_opts, o.http_tls ? &*tls_ctx : nullptr,
+                 [&](Request& r, Respond done) { done(service.HandleHttp(r)); }, &metrics, &hub);
   for (auto [server, addr] : {std::pair{&ingest, o.ingest}, std::pair{&web, o.http}}) {
     Status st = server->Start(addr);
     if (!st.ok()) {
@@ -189,8 +208,8 @@ int main(int argc, char** argv) {
     return e.address().is_v6() ? fmt::format("[{}]:{}", e.address().to_string(), e.port())
                                : fmt::format("{}:{}", e.address().to_string(), e.port());
   };
-  log::Info("ingest listening", "addr={} keys={} db={}", ep(ingest.local_endpoint()), o.access_keys.size(),
-            log::Quote(o.db));
+  log::Info("ingest listening", "addr={} keys={} db={} sync={} pipeline={}", ep(ingest.local_endpoint()),
+            o.access_keys.size(), log::Quote(o.db), o.sync, o.pipeline);
   log::Info("http listening", "addr={} tls={}", ep(web.local_endpoint()), o.http_tls);
 
   // Retention: deletes in chunks so that ingest never waits long for the

@@ -24,6 +24,7 @@ std::string Metrics::Render(int64_t db_bytes) const {
     out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", name, help, type, v);
   };
   counter("sidetrace_ingest_batches_total", "Ingest batches committed.", batches.load());
+  counter("sidetrace_ingest_commits_total", "SQLite transactions that committed ingest batches (group commit: one may hold several batches).", commits.load());
   counter("sidetrace_ingest_events_received_total", "Alerts received in committed batches.", events_received.load());
   counter("sidetrace_ingest_events_stored_total", "Alerts stored (new uuids).", events_stored.load());
   counter("sidetrace_ingest_events_duplicate_total", "Alerts ignored as duplicates (uuid already stored).",

@@ -17,6 +17,7 @@ namespace sidetrace::backend {
 class Metrics {
  public:
   std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> commits{0};  // ingest transactions (group commit)
   std::atomic<uint64_t> events_received{0};
   std::atomic<uint64_t> events_stored{0};
   std::atomic<uint64_t> events_duplicate{0};

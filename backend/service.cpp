@@ -109,9 +109,9 @@ std::string UrlDecode(std::string_view in) {
   return out;
 }
 
-Service::Service(Store* store, Metrics* metrics, SseHub* hub, Forwarder* forwarder,
+Service::Service(Store* store, Committer* committer, Metrics* metrics, SseHub* hub, Forwarder* forwarder,
                  const std::vector<std::string>& access_keys, size_t max_decoded_bytes)
-    : store_(store), metrics_(metrics), hub_(hub), forwarder_(forwarder), max_decoded_bytes_(max_decoded_bytes) {
+    : store_(store), committer_(committer), metrics_(metrics), hub_(hub), forwarder_(forwarder), max_decoded_bytes_(max_decoded_bytes) {
   for (const auto& k : access_keys) key_digests_.push_back(Digest(k));
 }
 
@@ -129,25 +129,27 @@ bool Service::Authorized(const Request& req) const {
   return match != 0;
 }
 
-Reply Service::HandleIngest(Request& req) {
+void Service::HandleIngest(Request& req, Respond respond) {
   std::string_view target(req.target().data(), req.target().size());
-  if (target == "/healthz") return Health();
-  if (target != "/api/v1/events:batch") return Error(http::status::not_found, "no such endpoint");
+  if (target == "/healthz") return respond(Health());
+  if (target != "/api/v1/events:batch") return respond(Error(http::status::not_found, "no such endpoint"));
   if (req.method() != http::verb::post) {
     Reply r = Error(http::status::method_not_allowed, "use POST");
     r.response.set(http::field::allow, "POST");
-    return r;
+    return respond(std::move(r));
   }
-  return Ingest(req);
+  Ingest(req, std::move(respond));
 }
 
-Reply Service::Ingest(Request& req) {
+// Parses on the calling I/O thread, then hands the batch to the Committer;
+// the reply is sent from its thread once the batch's transaction committed.
+void Service::Ingest(Request& req, Respond respond) {
   auto start = std::chrono::steady_clock::now();
   if (!Authorized(req)) {
     metrics_->Reject("unauthorized");
     Reply r = Error(http::status::unauthorized, "missing or wrong access key");
     r.response.set(http::field::www_authenticate, "Bearer");
-    return r;
+    return respond(std::move(r));
   }
   std::string encoding;
   if (auto it = req.find(http::field::content_encoding); it != req.end())
@@ -159,38 +161,40 @@ Reply Service::Ingest(Request& req) {
     if (!st.ok()) {
       if (st.code() == Status::Code::kUnavailable) {
         metrics_->Reject("too_large");
-        return Error(http::status::payload_too_large, st.message());
+        return respond(Error(http::status::payload_too_large, st.message()));
       }
       bool unknown = st.message().rfind("Content-Encoding", 0) == 0;
       metrics_->Reject(unknown ? "bad_encoding" : "malformed");
-      return Error(unknown ? http::status::unsupported_media_type : http::status::bad_request, st.message());
+      return respond(Error(unknown ? http::status::unsupported_media_type : http::status::bad_request, st.message()));
     }
     body = &decoded;
   }
-  auto batch = ParseBatch(*body);
-  if (!batch.ok()) {
-    metrics_->Reject(batch.status().message().rfind("events[", 0) == 0 ? "invalid_event" : "malformed");
-    return Error(http::status::bad_request, batch.status().message());
+  auto parsed = ParseBatch(*body);
+  if (!parsed.ok()) {
+    metrics_->Reject(parsed.status().message().rfind("events[", 0) == 0 ? "invalid_event" : "malformed");
+    return respond(Error(http::status::bad_request, parsed.status().message()));
   }
-  auto result = store_->InsertBatch(*batch, NowNs());
-  if (!result.ok()) {
-    metrics_->Reject("storage");
-    log::Error("batch not stored", "error={}", log::Quote(result.status().message()));
-    return Error(http::status::service_unavailable, "storage failure; retry later");
-  }
-  metrics_->batches++;
-  metrics_->events_received += batch->alerts.size();
-  metrics_->events_stored += result->inserted;
-  metrics_->events_duplicate += result->duplicates;
-  for (size_t i : result->new_indexes) {
-    const std::string& js = batch->alerts[i].json;
-    if (hub_) hub_->Publish("alert", js);
-    if (forwarder_) forwarder_->Enqueue(std::make_shared<const std::string>(js));
-  }
-  if (!batch->agents.empty() && hub_) hub_->Publish("agents", "{}");
-  metrics_->ObserveBatch(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return Make(http::status::ok, fmt::format("{{\"accepted\":{},\"new\":{},\"duplicates\":{}}}\n",
-                                            batch->alerts.size(), result->inserted, result->duplicates));
+  auto batch = std::make_shared<const Batch>(std::move(parsed.value()));
+  committer_->Submit(batch, [this, batch, start, respond = std::move(respond)](Result<Store::InsertResult> result) {
+    if (!result.ok()) {
+      metrics_->Reject("storage");
+      log::Error("batch not stored", "error={}", log::Quote(result.status().message()));
+      return respond(Error(http::status::service_unavailable, "storage failure; retry later"));
+    }
+    metrics_->batches++;
+    metrics_->events_received += batch->alerts.size();
+    metrics_->events_stored += result->inserted;
+    metrics_->events_duplicate += result->duplicates;
+    for (size_t i : result->new_indexes) {
+      std::string_view js = batch->alerts[i].json;
+      if (hub_) hub_->Publish("alert", js);
+      if (forwarder_) forwarder_->Enqueue(std::make_shared<const std::string>(js));
+    }
+    if (!batch->agents.empty() && hub_) hub_->Publish("agents", "{}");
+    metrics_->ObserveBatch(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    respond(Make(http::status::ok, fmt::format("{{\"accepted\":{},\"new\":{},\"duplicates\":{}}}\n",
+                                               batch->alerts.size(), result->inserted, result->duplicates)));
+  });
 }
 
 Reply Service::Health() {

@@ -4,14 +4,16 @@
 // read API, /healthz, /metrics and the live stream (GET /api/stream).
 //
 // Ingest contract: 200 {"accepted":N,"new":n,"duplicates":d} only after the
-// batch's transaction committed; 400 {"error": reason} for malformed input
+// transaction holding the batch committed (the Committer's group commit may
+// put several batches in one transaction; each is all-or-nothing); 400 {"error": reason} for malformed input
 // (nothing stored); 401 for a missing or wrong key; 413 over the size
 // limit; 415 for an unknown Content-Encoding; 503 when the database fails.
 // Keys are compared in constant time over their SHA-256 digests (no length
 // or prefix leak) and never logged.
 //
-// Thread-safety: handlers run concurrently on io threads; all state they
-// touch (Store, Metrics, SseHub, Forwarder) is thread-safe.
+// Thread-safety: handlers run concurrently on io threads; an ingest reply
+// comes from the Committer's thread. All state they touch (Store,
+// Committer, Metrics, SseHub, Forwarder) is thread-safe.
 #pragma once
 
 #include <array>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/committer.h"
 #include "backend/forwarder.h"
 #include "backend/http_server.h"
 #include "backend/metrics.h"
@@ -29,20 +32,21 @@ namespace sidetrace::backend {
 class Service {
  public:
   // `forwarder` may be null. `max_decoded_bytes` caps a decompressed body.
-  Service(Store* store, Metrics* metrics, SseHub* hub, Forwarder* forwarder,
+  Service(Store* store, Committer* committer, Metrics* metrics, SseHub* hub, Forwarder* forwarder,
           const std::vector<std::string>& access_keys, size_t max_decoded_bytes);
 
-  Reply HandleIngest(Request& request);
+  void HandleIngest(Request& request, Respond respond);
   Reply HandleHttp(Request& request);
 
  private:
   bool Authorized(const Request& request) const;
-  Reply Ingest(Request& request);
+  void Ingest(Request& request, Respond respond);
   Reply ListEvents(const Request& request, const std::string& query, bool ndjson);
   Reply Summary(const std::string& query);
   Reply Health();
 
   Store* store_;
+  Committer* committer_;
   Metrics* metrics_;
   SseHub* hub_;
   Forwarder* forwarder_;

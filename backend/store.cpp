@@ -1,13 +1,17 @@
 #include "backend/store.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <string_view>
 #include <map>
 
 #include <fmt/format.h>
+
+#include "common/util/log.h"
 
 namespace sidetrace::backend {
 
@@ -58,6 +62,14 @@ CREATE TABLE agents (
   last_seen_ns   INTEGER NOT NULL
 );
 )sql",
+    // 2: drop the columns that only repeated the stored JSON (a third of
+    // each row's bytes: every alert's output was stored twice).
+    R"sql(
+ALTER TABLE events DROP COLUMN output;
+ALTER TABLE events DROP COLUMN priority;
+ALTER TABLE events DROP COLUMN source;
+ALTER TABLE events DROP COLUMN hostname;
+)sql",
 };
 
 class Stmt {
@@ -94,7 +106,7 @@ Status Exec(sqlite3* db, const char* sql) {
   return Status::Ok();
 }
 
-void BindText(sqlite3_stmt* s, int i, const std::string& v) {
+void BindText(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
@@ -113,8 +125,17 @@ Result<sqlite3*> OpenConnection(const std::string& path, bool readonly) {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
-  std::unique_ptr<Store> store(new Store(path));
+const char* SyncName(Sync sync) { return sync == Sync::kFull ? "full" : "normal"; }
+
+bool ParseSync(std::string_view name, Sync* sync) {
+  if (name == "full") *sync = Sync::kFull;
+  else if (name == "normal") *sync = Sync::kNormal;
+  else return false;
+  return true;
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path, StoreOptions options) {
+  std::unique_ptr<Store> store(new Store(path, options));
   Status st = store->Init();
   if (!st.ok()) return st;
   return store;
@@ -124,9 +145,14 @@ Status Store::Init() {
   auto w = OpenConnection(path_, false);
   if (!w.ok()) return w.status();
   writer_ = *w;
-  // WAL: readers never block the writer and vice versa; FULL: fsync the WAL
-  // on every COMMIT (see the header for why not NORMAL).
-  Status st = Exec(writer_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536;");
+  // WAL: readers never block the writer and vice versa. synchronous: see
+  // the header. No automatic checkpoints: they would run inside a COMMIT
+  // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
+  // page_size applies to a new, empty database only (before WAL mode).
+  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
+                                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
+                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 2)
+                                .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
   {
@@ -150,8 +176,8 @@ Status Store::Init() {
     }
   }
   const char* insert_sql =
-      "INSERT OR IGNORE INTO events(uuid,time_ns,rule,priority,priority_num,source,hostname,"
-      "container_id,task_arn,agent_id,output,json,received_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)";
+      "INSERT OR IGNORE INTO events(uuid,time_ns,rule,priority_num,container_id,task_arn,agent_id,json,"
+      "received_ns) VALUES(?,?,?,?,?,?,?,?,?)";
   const char* upsert_sql =
       "INSERT INTO agents(id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,"
       "events_seen,alerts,drops,first_seen_ns,last_seen_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -174,13 +200,59 @@ Status Store::Init() {
       sqlite3_prepare_v2(writer_, upsert_sql, -1, &upsert_agent_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, touch_sql, -1, &touch_agent_, nullptr) != SQLITE_OK)
     return Err(writer_, "prepare");
+  {
+    Stmt ps(writer_, "PRAGMA page_size");
+    if (ps.ok() && ps.Step() == SQLITE_ROW) page_size_ = ps.Int(0);
+  }
   auto r = OpenConnection(path_, true);
   if (!r.ok()) return r.status();
   reader_ = *r;
+  auto c = OpenConnection(path_, false);
+  if (!c.ok()) return c.status();
+  checkpointer_db_ = *c;
+  sqlite3_wal_hook(writer_, &Store::OnWalCommit, this);
+  checkpointer_ = std::thread([this] { Checkpointer(); });
   return Status::Ok();
 }
 
+int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
+  auto* store = static_cast<Store*>(self);
+  store->wal_frames_ = frames;
+  if (static_cast<int64_t>(frames) * store->page_size_ >= kWalCheckpointBytes) store->checkpoint_cv_.notify_one();
+  return SQLITE_OK;
+}
+
+void Store::Checkpointer() {
+  pthread_setname_np(pthread_self(), "st-checkpoint");
+  std::unique_lock lock(checkpoint_mu_);
+  while (!stopping_) {
+    checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    int64_t wal_bytes = static_cast<int64_t>(wal_frames_.load()) * page_size_;
+    if (wal_bytes < kWalCheckpointBytes) continue;
+    lock.unlock();
+    // PASSIVE never blocks the writer; a later writer restarts the WAL from
+    // its start once a checkpoint has copied all of it. If commits keep the
+    // WAL from ever being fully copied, RESTART waits for the writer's
+    // current transaction and briefly holds the next one back.
+    int mode = wal_bytes >= 4 * kWalCheckpointBytes ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, mode, &log, &copied);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+      log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
+    checkpoints_++;
+    lock.lock();
+  }
+}
+
 Store::~Store() {
+  {
+    std::lock_guard lock(checkpoint_mu_);
+    stopping_ = true;
+  }
+  checkpoint_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  sqlite3_close(checkpointer_db_);
   sqlite3_finalize(insert_event_);
   sqlite3_finalize(upsert_agent_);
   sqlite3_finalize(touch_agent_);
@@ -189,40 +261,56 @@ Store::~Store() {
 }
 
 Result<Store::InsertResult> Store::InsertBatch(const Batch& batch, int64_t now_ns) {
+  auto r = InsertBatches({&batch}, now_ns);
+  if (!r.ok()) return r.status();
+  return std::move(r->front());
+}
+
+Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<const Batch*>& batches,
+                                                              int64_t now_ns) {
   std::lock_guard lock(write_mu_);
   Status st = Exec(writer_, "BEGIN IMMEDIATE");
   if (!st.ok()) return st;
-  auto fail = [&](std::string_view what) {
-    Status e = Err(writer_, what);
+  std::vector<InsertResult> results(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    st = InsertOne(*batches[i], now_ns, &results[i]);
+    if (!st.ok()) break;
+  }
+  if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
+  if (!st.ok()) {
     (void)Exec(writer_, "ROLLBACK");
+    return st;
+  }
+  return results;
+}
+
+Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result) {
+  std::map<std::string_view, int64_t> per_agent;
+  sqlite3_stmt* s = insert_event_;
+  auto done = [&](const char* what) {
+    Status e = Err(writer_, what);
+    sqlite3_reset(s);
     return e;
   };
-  InsertResult result;
-  std::map<std::string, int64_t> per_agent;
-  sqlite3_stmt* s = insert_event_;
   for (size_t i = 0; i < batch.alerts.size(); ++i) {
     const Alert& a = batch.alerts[i];
     sqlite3_reset(s);
     BindText(s, 1, a.uuid);
     sqlite3_bind_int64(s, 2, a.time_ns);
     BindText(s, 3, a.rule);
-    BindText(s, 4, a.priority);
-    sqlite3_bind_int(s, 5, a.priority_index);
-    BindText(s, 6, a.source);
-    BindText(s, 7, a.hostname);
-    BindText(s, 8, a.container_id);
-    BindText(s, 9, a.task_arn);
-    BindText(s, 10, a.agent_id);
-    BindText(s, 11, a.output);
-    BindText(s, 12, a.json);
-    sqlite3_bind_int64(s, 13, now_ns);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail("insert event");
+    sqlite3_bind_int(s, 4, a.priority_index);
+    BindText(s, 5, a.container_id);
+    BindText(s, 6, a.task_arn);
+    BindText(s, 7, a.agent_id);
+    BindText(s, 8, a.json);
+    sqlite3_bind_int64(s, 9, now_ns);
+    if (sqlite3_step(s) != SQLITE_DONE) return done("insert event");
     if (sqlite3_changes(writer_) > 0) {
-      ++result.inserted;
-      result.new_indexes.push_back(i);
+      ++result->inserted;
+      result->new_indexes.push_back(i);
       if (!a.agent_id.empty()) ++per_agent[a.agent_id];
     } else {
-      ++result.duplicates;
+      ++result->duplicates;
     }
   }
   sqlite3_reset(s);
@@ -242,7 +330,7 @@ Result<Store::InsertResult> Store::InsertBatch(const Batch& batch, int64_t now_n
     sqlite3_bind_int64(s, 11, a.drops);
     sqlite3_bind_int64(s, 12, now_ns);
     sqlite3_bind_int64(s, 13, now_ns);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail("upsert agent");
+    if (sqlite3_step(s) != SQLITE_DONE) return done("upsert agent");
   }
   sqlite3_reset(s);
   s = touch_agent_;
@@ -252,11 +340,10 @@ Result<Store::InsertResult> Store::InsertBatch(const Batch& batch, int64_t now_n
     sqlite3_bind_int64(s, 2, now_ns);
     sqlite3_bind_int64(s, 3, now_ns);
     sqlite3_bind_int64(s, 4, n);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail("touch agent");
+    if (sqlite3_step(s) != SQLITE_DONE) return done("touch agent");
   }
   sqlite3_reset(s);
-  if (sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail("commit");
-  return result;
+  return Status::Ok();
 }
 
 Result<Store::Page> Store::QueryEvents(const Query& q) {
@@ -306,7 +393,7 @@ Result<Store::Page> Store::QueryEvents(const Query& q) {
     }
     like += "%";
     std::string p = bind_text(like);
-    sql += fmt::format(" AND (output LIKE {0} ESCAPE '\\' OR rule LIKE {0} ESCAPE '\\' OR json LIKE {0} ESCAPE '\\')", p);
+    sql += fmt::format(" AND (rule LIKE {0} ESCAPE '\\' OR json LIKE {0} ESCAPE '\\')", p);
   }
   if (!q.cursor.empty()) {
     long long ct = 0, cid = 0;

@@ -113,13 +113,30 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<std::string> lines;
     uint64_t max_seq = 0;
     for (;;) {
-      auto msg = decoder_.Next();
+      auto body = decoder_.NextBody();
+      if (!body.ok()) {
+        server_->metrics_->bad_frames++;
+        return Close("bad frame: " + body.status().message(), true);
+      }
+      if (!body->has_value()) break;
+      // Alerts, nearly every frame, go straight from CBOR to JSON text.
+      uint64_t seq = 0;
+      std::string line;
+      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &line)) {
+        if (seq <= last_seq_) {
+          server_->metrics_->bad_frames++;
+          return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
+        }
+        last_seq_ = max_seq = seq;
+        lines.push_back(std::move(line));
+        continue;
+      }
+      auto msg = link::DecodeBody(**body);
       if (!msg.ok()) {
         server_->metrics_->bad_frames++;
         return Close("bad frame: " + msg.status().message(), true);
       }
-      if (!msg->has_value()) break;
-      link::Message& m = **msg;
+      link::Message& m = *msg;
       if (!welcomed_) {
         if (m.type != link::MessageType::kHello) {
           server_->metrics_->bad_frames++;
@@ -136,7 +153,10 @@ class Session : public std::enable_shared_from_this<Session> {
             return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
           }
           last_seq_ = max_seq = seq;
-          lines.push_back(link::DumpJson(m.body["alert"]));
+          // A batch mixes agents: each alert names its own for the backend.
+          json& alert = m.body["alert"];
+          if (!alert.contains("agent_id")) alert["agent_id"] = agent_id_;
+          lines.push_back(link::DumpJson(alert));
           break;
         }
         case link::MessageType::kStats:

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -32,6 +33,7 @@ using nlohmann::json;
 
 namespace {
 constexpr auto kIoTimeout = std::chrono::seconds(15);
+constexpr auto kHeaderFirstWait = std::chrono::milliseconds(300);
 constexpr const char* kBatchTarget = "/api/v1/events:batch";
 }  // namespace
 
@@ -124,9 +126,18 @@ void BackendClient::Abort() {
   asio::post(impl_->ioc, [this] { impl_->ioc.stop(); });
 }
 
-Status BackendClient::Post(const std::string& target, std::string body, std::string* reply, int* http_status) {
+Status BackendClient::Post(const std::string& target, std::string body, bool header_first, std::string* reply,
+                           int* http_status) {
   *http_status = 0;
   Impl& s = *impl_;
+  http::request<http::string_body> req{http::verb::post, target, 11};
+  req.set(http::field::host, s.host);
+  req.set(http::field::user_agent, "sidetrace-orchestrator/" SIDETRACE_VERSION);
+  req.set(http::field::authorization, "Bearer " + s.config.access_key);
+  req.set(http::field::content_type, "application/json");
+  req.keep_alive(true);
+  req.body() = std::move(body);
+  req.prepare_payload();
   // One retry on a reused connection: the backend may have closed it while
   // idle, which shows up only when we write.
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -135,31 +146,59 @@ Status BackendClient::Post(const std::string& target, std::string body, std::str
       Status st = s.Connect();
       if (!st.ok()) return st;
     }
-    http::request<http::string_body> req{http::verb::post, target, 11};
-    req.set(http::field::host, s.host);
-    req.set(http::field::user_agent, "sidetrace-orchestrator/" SIDETRACE_VERSION);
-    req.set(http::field::authorization, "Bearer " + s.config.access_key);
-    req.set(http::field::content_type, "application/json");
-    req.keep_alive(true);
-    req.body() = body;
-    req.prepare_payload();
+    if (s.aborted) return Status::Unavailable("stopping");
+    // The response is read while the request is written (RFC 9112 9.5): a
+    // backend that refuses the body early (413) answers and closes without
+    // reading the rest. With header_first the body waits kHeaderFirstWait
+    // for such an answer, so that the backend closes with nothing unread.
     beast::get_lowest_layer(*s.stream).expires_after(kIoTimeout);
-    beast::error_code ec = s.Run([&](auto handler) { http::async_write(*s.stream, req, handler); });
-    http::response<http::string_body> res;
-    if (!ec) {
-      beast::get_lowest_layer(*s.stream).expires_after(kIoTimeout);
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(1 << 20);
-      ec = s.Run([&](auto handler) { http::async_read(*s.stream, s.buffer, parser, handler); });
-      if (!ec) res = parser.release();
+    http::request_serializer<http::string_body> serializer(req);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(1 << 20);
+    asio::steady_timer wait(s.ioc);
+    beast::error_code read_ec = asio::error::would_block, write_ec = asio::error::would_block;
+    bool written = false, answered = false;
+    auto write_rest = [&] {
+      http::async_write(*s.stream, serializer, [&](beast::error_code e, size_t) {
+        write_ec = e;
+        written = !e;
+      });
+    };
+    if (header_first) {
+      http::async_write_header(*s.stream, serializer, [&](beast::error_code e, size_t) {
+        if (e) {
+          write_ec = e;
+          return;
+        }
+        wait.expires_after(kHeaderFirstWait);
+        wait.async_wait([&](beast::error_code te) {
+          if (!te && !answered) write_rest();
+        });
+      });
+    } else {
+      write_rest();
     }
-    if (ec) {
+    http::async_read(*s.stream, s.buffer, parser, [&](beast::error_code e, size_t) {
+      read_ec = e;
+      answered = !e;
+      wait.cancel();
+      // Answered before the request was fully sent: stop writing.
+      if (answered && !written) beast::get_lowest_layer(*s.stream).socket().cancel();
+    });
+    s.ioc.restart();
+    s.ioc.run();
+    if (!answered) {
+      beast::error_code ec = read_ec == asio::error::would_block ? asio::error::operation_aborted : read_ec;
       s.stream.reset();
       s.buffer.clear();
       if (reused && attempt == 0) continue;
-      return Status::Unavailable(fmt::format("POST {}: {}", target, ec.message()));
+      *http_status = kConnectionLost;
+      return Status::Unavailable(fmt::format("POST {}: {} (write: {})", target, ec.message(),
+                                             written ? "complete" : write_ec.message()));
     }
-    if (!res.keep_alive()) s.stream.reset();
+    http::response<http::string_body> res = parser.release();
+    // Half a request is on the wire when the answer came early.
+    if (!written || !res.keep_alive()) s.stream.reset();
     *http_status = static_cast<int>(res.result_int());
     *reply = std::move(res.body());
     if (*http_status / 100 != 2) {
@@ -199,32 +238,102 @@ void Forwarder::Stop() {
 
 namespace {
 
-// {"events":[<line>,<line>...],"agents":[...]}: the lines are already JSON.
-Result<std::string> BuildBody(const Spool::Batch& batch, const json& agents) {
+// A batch's alerts: one JSON text per line of its spool file.
+Status ReadLines(const Spool::Batch& batch, std::vector<std::string>* lines) {
   std::ifstream in(batch.path, std::ios::binary);
   if (!in) return Status::IoError(fmt::format("{}: cannot read", batch.path));
-  std::string body = "{\"events\":[";
   std::string line;
-  bool first = true;
   while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    if (!first) body += ',';
-    body += line;
-    first = false;
+    if (!line.empty()) lines->push_back(std::move(line));
+  }
+  if (in.bad()) return Status::IoError(fmt::format("{}: read error", batch.path));
+  return Status::Ok();
+}
+
+// {"events":[lines[begin..end)],"agents":AGENTS}: the lines are already JSON.
+std::string Body(const std::vector<std::string>& lines, size_t begin, size_t end, const std::string& agents) {
+  size_t size = 32 + agents.size();
+  for (size_t i = begin; i < end; ++i) size += lines[i].size() + 1;
+  std::string body;
+  body.reserve(size);
+  body += "{\"events\":[";
+  for (size_t i = begin; i < end; ++i) {
+    if (i > begin) body += ',';
+    body += lines[i];
   }
   body += "],\"agents\":";
-  body += agents.dump(-1, ' ', false, json::error_handler_t::replace);
+  body += agents;
   body += '}';
   return body;
 }
 
+// The backend refused this request for what it holds (as opposed to being
+// down or refusing our key): sending it again would fail again.
+bool Refused(int status) {
+  return status >= 400 && status < 500 && status != 401 && status != 403 && status != 408 && status != 429;
+}
+
 }  // namespace
+
+// One POST of lines[begin, end) with `*agents` (sent once: "[]" afterwards).
+// A refused range is split in halves and each half sent on its own, down to
+// single alerts, which are dropped and counted: so one oversize (413) or
+// malformed (400) alert costs only itself, never its batch.
+Status Forwarder::Deliver(BackendClient* client, const std::vector<std::string>& lines, size_t begin, size_t end,
+                          std::string* agents, Tally* tally) {
+  std::string reply;
+  int status = 0;
+  Status st = client->Post(kBatchTarget, Body(lines, begin, end, *agents), false, &reply, &status);
+  if (status == BackendClient::kConnectionLost) {
+    // A backend that refuses a body and closes with the rest unread resets
+    // the connection, which can destroy its answer (413) before we read it.
+    // Once more with the header first, so that the answer comes before the
+    // body: a backend that is really gone fails again.
+    st = client->Post(kBatchTarget, Body(lines, begin, end, *agents), true, &reply, &status);
+  }
+  if (st.ok()) {
+    *agents = "[]";
+    tally->stored += end - begin;
+    return st;
+  }
+  if (!Refused(status)) return st;
+  if (end - begin > 1) {
+    size_t mid = begin + (end - begin) / 2;
+    st = Deliver(client, lines, begin, mid, agents, tally);
+    if (st.ok()) st = Deliver(client, lines, mid, end, agents, tally);
+    return st;
+  }
+  if (*agents != "[]" && begin < end) {
+    // The agents' records may be what is refused: the alert goes alone, the
+    // records wait for the next POST.
+    tally->agents_deferred = true;
+    *agents = "[]";
+    return Deliver(client, lines, begin, end, agents, tally);
+  }
+  if (begin == end) {
+    log::Error("backend refused the agents' records; not sending them again", "status={} reason={}", status,
+               log::Quote(st.message()));
+    *agents = "[]";
+    return Status::Ok();
+  }
+  auto alert = json::parse(lines[begin], nullptr, false);
+  std::string uuid = alert.is_object() && alert.contains("uuid") && alert["uuid"].is_string()
+                         ? alert["uuid"].get<std::string>()
+                         : "?";
+  (status == 413 ? tally->too_large : tally->refused)++;
+  log::Error(status == 413 ? "backend refused an alert as too large on its own; dropping it"
+                           : "backend refused an alert; dropping it",
+             "uuid={} bytes={} status={} reason={}", log::Quote(uuid), lines[begin].size(), status,
+             log::Quote(st.message()));
+  return Status::Ok();
+}
 
 void Forwarder::Run(BackendClient* client) {
   std::mt19937 rng(std::random_device{}());
   auto backoff = std::chrono::milliseconds(250);
   std::string last_error;
   auto idle_since = std::chrono::steady_clock::now();
+  std::vector<std::string> lines;
   while (!stop_) {
     auto batch = spool_->Take(std::chrono::milliseconds(200));
     if (stop_) {
@@ -238,29 +347,28 @@ void Forwarder::Run(BackendClient* client) {
       continue;
     }
     std::vector<std::string> ids;
-    json agents = registry_->TakeDirty(&ids);
-    std::string body;
+    std::string agents = registry_->TakeDirty(&ids).dump(-1, ' ', false, json::error_handler_t::replace);
+    lines.clear();
     if (batch) {
-      auto b = BuildBody(*batch, agents);
-      if (!b.ok()) {
-        log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(b.status().message()));
+      Status read = ReadLines(*batch, &lines);
+      if (!read.ok()) {
+        log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(read.message()));
         metrics_->spool_write_errors++;
         spool_->Dropped(*batch);
         registry_->Restore(ids);
         continue;
       }
-      body = std::move(b).value();
-    } else {
-      body = "{\"events\":[],\"agents\":" + agents.dump(-1, ' ', false, json::error_handler_t::replace) + "}";
     }
-    std::string reply;
-    int status = 0;
-    Status st = client->Post(kBatchTarget, std::move(body), &reply, &status);
+    Tally tally;
+    Status st = Deliver(client, lines, 0, lines.size(), &agents, &tally);
     idle_since = std::chrono::steady_clock::now();
     if (st.ok()) {
+      if (tally.agents_deferred) registry_->Restore(ids);
       if (batch) {
         spool_->Delivered(*batch);
-        metrics_->alerts_out += batch->events;
+        metrics_->alerts_out += tally.stored;
+        metrics_->backend_too_large_alerts += tally.too_large;
+        metrics_->backend_rejected_alerts += tally.refused;
         metrics_->batches_sent++;
       }
       if (!metrics_->backend_up.exchange(true) || !last_error.empty()) {
@@ -270,17 +378,11 @@ void Forwarder::Run(BackendClient* client) {
       backoff = std::chrono::milliseconds(250);
       continue;
     }
+    // Parts of the batch may be stored already: it is sent again whole, and
+    // the backend ignores the uuids it has.
     registry_->Restore(ids);
     metrics_->backend_errors++;
     metrics_->backend_up = false;
-    bool poison = status >= 400 && status < 500 && status != 401 && status != 403 && status != 408 && status != 429;
-    if (batch && poison) {
-      log::Error("backend refused a batch; dropping it", "alerts={} status={} reason={}", batch->events, status,
-                 log::Quote(st.message()));
-      metrics_->backend_rejected_alerts += batch->events;
-      spool_->Dropped(*batch);
-      continue;
-    }
     if (batch) spool_->Failed(*batch);
     if (st.message() != last_error) {
       log::Warn("backend unavailable; batches stay in the spool", "backend={} reason={}", config_.backend,

@@ -7,9 +7,11 @@
 // a 2xx (the backend answers only once the batch is durable). On failure the
 // batch goes back in line and the thread backs off (exponential, jittered,
 // at most 5 s). Batches may arrive out of order and more than once; the
-// backend dedupes by uuid. A batch the backend refuses as malformed (4xx
-// other than 401/403/408/429) would be refused forever: it is dropped and
-// counted.
+// backend dedupes by uuid. A batch the backend refuses for its content (413
+// too large, 400 malformed: any 4xx but 401/403/408/429) would be refused
+// forever as it is: it is split in halves, recursively, and only an alert
+// refused on its own is dropped and counted (backend_too_large_alerts,
+// backend_rejected_alerts).
 //
 // When no alert is waiting but agents changed (connected, stats), it posts an
 // empty events array with the agents, so drop counts reach the backend.
@@ -42,7 +44,13 @@ class Forwarder {
   void Stop();
 
  private:
+  struct Tally {
+    uint64_t stored = 0, too_large = 0, refused = 0;
+    bool agents_deferred = false;  // agent records left for the next POST
+  };
   void Run(BackendClient* client);
+  Status Deliver(BackendClient* client, const std::vector<std::string>& lines, size_t begin, size_t end,
+                 std::string* agents, Tally* tally);
 
   const Config& config_;
   Spool* spool_;
@@ -59,9 +67,13 @@ class BackendClient {
   BackendClient(const Config& config);
   ~BackendClient();
   Status Init();
+  // *http_status when the connection broke after the request was started.
+  static constexpr int kConnectionLost = -1;
   // POSTs a JSON body; OK on 2xx with the reply in *reply. On failure,
-  // *http_status holds the HTTP status (0: no answer).
-  Status Post(const std::string& target, std::string body, std::string* reply, int* http_status);
+  // *http_status holds the HTTP status (0: no connection, kConnectionLost).
+  // With `header_first`, the body follows the header only after 300 ms
+  // without an answer (an early refusal then arrives intact).
+  Status Post(const std::string& target, std::string body, bool header_first, std::string* reply, int* http_status);
   // Aborts a Post in progress from another thread.
   void Abort();
 

@@ -124,8 +124,10 @@ std::string MetricsText(const Metrics& m, const AgentRegistry& registry) {
   add("alerts_out_total", "counter", "Alerts stored by the backend.", m.alerts_out.load());
   add("batches_sent_total", "counter", "Batches the backend acknowledged.", m.batches_sent.load());
   add("backend_errors_total", "counter", "Failed batch POSTs (retried).", m.backend_errors.load());
-  add("backend_rejected_alerts_total", "counter", "Alerts dropped because the backend refused their batch (4xx).",
+  add("backend_rejected_alerts_total", "counter", "Alerts dropped because the backend refused them (4xx), each alone.",
       m.backend_rejected_alerts.load());
+  add("backend_too_large_alerts_total", "counter",
+      "Alerts dropped because the backend found each too large on its own (413).", m.backend_too_large_alerts.load());
   add("backend_up", "gauge", "1 when the last POST to the backend succeeded.", m.backend_up.load() ? 1 : 0);
   add("spool_bytes", "gauge", "Bytes of alerts on disk not yet stored by the backend.", m.spool_bytes.load());
   add("spool_batches", "gauge", "Batches on disk not yet stored by the backend.", m.spool_batches.load());

@@ -24,7 +24,8 @@ struct Metrics {
   std::atomic<uint64_t> alerts_out{0};       // stored by the backend (2xx)
   std::atomic<uint64_t> batches_sent{0};
   std::atomic<uint64_t> backend_errors{0};
-  std::atomic<uint64_t> backend_rejected_alerts{0};  // dropped: backend refused them (4xx)
+  std::atomic<uint64_t> backend_rejected_alerts{0};  // dropped: backend refused them alone (4xx but 413)
+  std::atomic<uint64_t> backend_too_large_alerts{0};  // dropped: too large for the backend alone (413)
   std::atomic<uint64_t> spool_bytes{0};
   std::atomic<uint64_t> spool_batches{0};
   std::atomic<uint64_t> spool_dropped_alerts{0};     // dropped: spool over --spool-max-bytes

@@ -132,8 +132,9 @@ bool Spool::OpenSegment() {
     log::Error("spool: cannot create a segment", "file={} error={}", b.path, log::Quote(std::strerror(errno)));
     return false;
   }
-  // The new name must survive a crash too, or its fsynced lines are lost.
-  fsync(dir_fd_);
+  // The new name must survive a crash too, or its fsynced lines are lost:
+  // the round that wrote into it fsyncs the folder before any ack.
+  dir_dirty_ = true;
   current_ = b;
   current_opened_ = Clock::now();
   return true;
@@ -171,6 +172,21 @@ void Spool::PublishGauges() {
   metrics_->spool_batches = total_batches_ + (current_ && current_->events > 0 ? 1 : 0);
 }
 
+bool Spool::SyncAll(const std::vector<int>& fds) {
+  bool dir = dir_dirty_;
+  dir_dirty_ = false;
+  size_t n = fds.size() + (dir ? 1 : 0);
+  std::vector<char> ok(n, 1);
+  auto sync = [&](size_t i) {
+    ok[i] = i < fds.size() ? fdatasync(fds[i]) == 0 : fsync(dir_fd_) == 0;
+  };
+  std::vector<std::thread> helpers;
+  for (size_t i = 1; i < n; ++i) helpers.emplace_back(sync, i);
+  sync(0);
+  for (auto& t : helpers) t.join();
+  return std::all_of(ok.begin(), ok.end(), [](char c) { return c != 0; });
+}
+
 void Spool::WriterLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
@@ -181,8 +197,13 @@ void Spool::WriterLoop() {
     bool stopping = stop_;
     lock.unlock();
 
-    // Write everything, sealing segments that fill up, then one fdatasync.
+    // Write everything, sealing segments that fill up; then make the round
+    // durable with the fsyncs of every file it touched and of the folder
+    // (if a segment was created), issued in parallel: the filesystem's
+    // journal commits concurrent fsyncs together, one after the other it
+    // commits each alone.
     std::vector<Batch> sealed;
+    std::vector<int> sealed_fds;
     std::string buf;
     bool ok = true;
     uint64_t added_bytes = 0;
@@ -208,21 +229,23 @@ void Spool::WriterLoop() {
         added_bytes += line.size() + 1;
         if (current_->events >= options_.batch_max_events) {
           flush();
-          if (fdatasync(current_fd_) != 0) ok = false;
-          close(current_fd_);
+          sealed_fds.push_back(current_fd_);
           current_fd_ = -1;
           sealed.push_back(*current_);
           current_.reset();
         }
       }
     }
+    std::vector<int> to_sync = sealed_fds;
     if (current_) {
       flush();
-      if (ok && !work.empty() && fdatasync(current_fd_) != 0) {
-        log::Error("spool: fdatasync failed", "file={} error={}", current_->path, log::Quote(std::strerror(errno)));
-        ok = false;
-      }
+      if (!work.empty()) to_sync.push_back(current_fd_);
     }
+    if (ok && !to_sync.empty() && !SyncAll(to_sync)) {
+      log::Error("spool: fdatasync failed", "dir={} error={}", options_.dir, log::Quote(std::strerror(errno)));
+      ok = false;
+    }
+    for (int fd : sealed_fds) close(fd);
     if (!ok) metrics_->spool_write_errors++;
     // A failed round is reported to every agent in it: they keep their
     // alerts and send them again on a new connection. Lines that did reach

@@ -10,8 +10,10 @@
 // batch; a torn last line (written, never fsynced, so never acked) is cut.
 //
 // Group commit: one writer thread takes everything appended since its last
-// round, writes it, fsyncs once and then runs the callbacks, so the cost of
-// fdatasync is shared by all agents.
+// round, writes it, makes it durable (fdatasync of each file it wrote and
+// fsync of the folder when it created a file, issued in parallel so the
+// journal commits them together) and then runs the callbacks, so the cost
+// of fdatasync is shared by all agents.
 //
 // Bounded: when the sealed batches exceed max_bytes, the oldest that is not
 // being sent is deleted and its alerts counted as dropped.
@@ -86,6 +88,7 @@ class Spool {
   void SealCurrent();  // REQUIRES: mu_ held
   void EnforceCap();   // REQUIRES: mu_ held
   void PublishGauges();  // REQUIRES: mu_ held
+  bool SyncAll(const std::vector<int>& fds);  // writer thread; also the folder if dir_dirty_
 
   Options options_;
   Metrics* metrics_;
@@ -108,6 +111,7 @@ class Spool {
   int current_fd_ = -1;
   std::chrono::steady_clock::time_point current_opened_;
   uint64_t next_id_ = 1;
+  bool dir_dirty_ = false;  // a segment was created since the folder's last fsync
 };
 
 }  // namespace sidetrace::orchestrator

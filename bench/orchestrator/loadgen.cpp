@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -46,6 +48,73 @@ std::string Rfc3339(uint64_t ns) {
                      t.tm_hour, t.tm_min, t.tm_sec, ns % 1000000000);
 }
 
+// User + system CPU of this process so far.
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// CBOR (RFC 8949) by hand: the generator must cost far less than the
+// orchestrator it measures. main() checks a frame against DecodeBody.
+void CborHead(uint8_t major, uint64_t v, std::string* out) {
+  major <<= 5;
+  if (v < 24) {
+    out->push_back(static_cast<char>(major | v));
+    return;
+  }
+  int bytes = v < 0x100 ? 1 : v < 0x10000 ? 2 : v < 0x100000000 ? 4 : 8;
+  out->push_back(static_cast<char>(major | (bytes == 1 ? 24 : bytes == 2 ? 25 : bytes == 4 ? 26 : 27)));
+  for (int b = bytes - 1; b >= 0; --b) out->push_back(static_cast<char>(v >> (8 * b)));
+}
+void CborText(std::string_view s, std::string* out) {
+  CborHead(3, s.size(), out);
+  out->append(s);
+}
+
+// One alert frame (header + version + CBOR map) onto *out.
+void AppendAlertFrame(int index, uint64_t seq, uint64_t ns, std::string* out) {
+  size_t start = out->size();
+  out->append(link::kHeaderBytes, '\0');
+  out->push_back(static_cast<char>(link::kProtocolVersion));
+  CborHead(5, 3, out);
+  CborText("alert", out);
+  CborHead(5, 9, out);
+  CborText("uuid", out);
+  CborText(fmt::format("{}-{}-{}", g_run, index, seq), out);
+  CborText("time", out);
+  CborText(Rfc3339(ns), out);
+  CborText("rule", out);
+  CborText("Read sensitive file untrusted", out);
+  CborText("priority", out);
+  CborText("Warning", out);
+  CborText("source", out);
+  CborText("syscall", out);
+  CborText("hostname", out);
+  CborText("loadgen", out);
+  CborText("tags", out);
+  CborHead(4, 2, out);
+  CborText("filesystem", out);
+  CborText("mitre_credential_access", out);
+  CborText("output", out);
+  CborText("Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)", out);
+  CborText("output_fields", out);
+  CborHead(5, 6, out);
+  CborText("evt.time", out);
+  CborHead(0, ns, out);
+  for (const char* kv : {"fd.name", "/etc/shadow", "proc.name", "cat", "proc.cmdline", "cat /etc/shadow", "user.name",
+                         "root", "container.id", "0123456789ab"}) {
+    CborText(kv, out);
+  }
+  CborText("seq", out);
+  CborHead(0, seq, out);
+  CborText("type", out);
+  CborText("alert", out);
+  uint32_t length = static_cast<uint32_t>(out->size() - start - link::kHeaderBytes);
+  for (int b = 0; b < 4; ++b) (*out)[start + b] = static_cast<char>(length >> (8 * (3 - b)));
+}
+
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
   Conn(asio::io_context& ioc, int index) : socket_(ioc), index_(index) {}
@@ -69,23 +138,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   void SendAlerts(int count) {
     std::string out;
-    for (int i = 0; i < count; ++i) {
-      uint64_t seq = next_seq_++;
-      uint64_t ns = NowNs();
-      nlohmann::json alert = {
-          {"uuid", fmt::format("{}-{}-{}", g_run, index_, seq)},
-          {"time", Rfc3339(ns)},
-          {"rule", "Read sensitive file untrusted"},
-          {"priority", "Warning"},
-          {"source", "syscall"},
-          {"hostname", "loadgen"},
-          {"tags", {"filesystem", "mitre_credential_access"}},
-          {"output", "Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)"},
-          {"output_fields",
-           {{"evt.time", ns}, {"fd.name", "/etc/shadow"}, {"proc.name", "cat"}, {"proc.cmdline", "cat /etc/shadow"},
-            {"user.name", "root"}, {"container.id", "0123456789ab"}}}};
-      out += link::EncodeFrame(link::MakeAlert(seq, std::move(alert)));
-    }
+    for (int i = 0; i < count; ++i) AppendAlertFrame(index_, next_seq_++, NowNs(), &out);
     g_sent += static_cast<uint64_t>(count);
     Write(std::move(out));
   }
@@ -186,6 +239,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (g_run.empty()) g_run = fmt::format("{:x}", NowNs());
+  {
+    std::string frame;
+    AppendAlertFrame(0, 1, NowNs(), &frame);
+    auto m = link::DecodeBody(std::string_view(frame).substr(link::kHeaderBytes));
+    if (!m.ok() || m->type != link::MessageType::kAlert) {
+      std::cerr << "sidetrace-loadgen: bad alert frame: " << (m.ok() ? "not an alert" : m.status().message()) << "\n";
+      return 1;
+    }
+  }
   auto colon = orchestrator.rfind(':');
   tcp::endpoint ep(asio::ip::make_address(orchestrator.substr(0, colon)),
                    static_cast<uint16_t>(std::stoi(orchestrator.substr(colon + 1))));
@@ -244,7 +306,8 @@ int main(int argc, char** argv) {
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   nlohmann::json out = {{"run_id", g_run},          {"agents", agents},       {"welcomed", g_welcomed.load()},
                         {"rejected", g_rejected.load()}, {"errors", g_errors.load()}, {"target_rate", rate},
-                        {"sent", g_sent.load()},     {"acked", g_acked.load()}, {"seconds", secs}};
+                        {"sent", g_sent.load()},     {"acked", g_acked.load()}, {"seconds", secs},
+                        {"cpu_seconds", CpuSeconds()}};
   std::cout << out.dump() << std::endl;
   return g_acked == g_sent && g_errors == 0 ? 0 : 1;
 }

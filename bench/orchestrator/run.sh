@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Orchestrator end-to-end benchmark: sidetrace-loadgen (N agents, a total
-# rate) -> sidetrace-orchestrator (default batch settings, spool on disk) ->
-# sidetrace-bench-sink (HTTPS, dedupes, measures latency from alert creation).
-# Everything on 127.0.0.1. Prints one summary line.
+# rate) -> sidetrace-orchestrator (default batch settings, spool on disk with
+# fdatasync before each ack) -> sidetrace-backend (TLS, SQLite) — or, with
+# SINK=1, sidetrace-bench-sink (TLS, dedupes, stores nothing: the
+# orchestrator alone). Everything on 127.0.0.1. Latency is alert creation
+# (loadgen) to the backend's ingest of its batch (events.received_ns; the
+# commit follows within its group commit). Prints one summary line.
 #
 # usage: bench/orchestrator/run.sh [AGENTS=1000] [RATE=10000] [SECONDS=20] [LOADGEN_THREADS=1]
-#   BUILD=build (env) the CMake build folder
+#   env: BUILD=build (the CMake build folder), SINK=1, ORCH_ARGS="extra orchestrator flags"
 set -euo pipefail
 agents=${1:-1000}
 rate=${2:-10000}
@@ -14,61 +17,91 @@ lg_threads=${4:-1}
 build=$(realpath "${BUILD:-build}")
 tmp=$(mktemp -d /tmp/sidetrace-orch-bench-XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; cp "$tmp/orch.log" /tmp/sidetrace-orch-bench-last.log 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  cp "$tmp/orch.log" /tmp/sidetrace-orch-bench-last.log 2>/dev/null || true
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
-
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$tmp/s.key" -out "$tmp/s.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$tmp/ext"
-openssl x509 -req -in "$tmp/s.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 2 \
-  -extfile "$tmp/ext" -out "$tmp/s.pem" 2>/dev/null
-
-"$build/bench/orchestrator/sidetrace-bench-sink" 0 "$tmp/s.pem" "$tmp/s.key" >"$tmp/sink.out" 2>&1 &
-pids+=($!); disown
-for _ in $(seq 100); do grep -q listening "$tmp/sink.out" && break; sleep 0.1; done
-sink_port=$(awk '/listening/{print $2}' "$tmp/sink.out")
-
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+if [[ ${SINK:-0} == 1 ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$tmp/s.key" -out "$tmp/s.pem" 2>/dev/null
+  ca=$tmp/s.pem
+  "$build/bench/orchestrator/sidetrace-bench-sink" 0 "$tmp/s.pem" "$tmp/s.key" >"$tmp/backend.log" 2>&1 &
+  backend=$!
+  for _ in $(seq 100); do grep -q listening "$tmp/backend.log" && break; sleep 0.1; done
+  ingest_port=$(awk '/listening/{print $2}' "$tmp/backend.log")
+else
+  "$build/backend/sidetrace-backend" --self-signed --db "$tmp/bench.db" --access-key bench-key \
+    --ingest 127.0.0.1:0 --http 127.0.0.1:0 --log-level info >"$tmp/backend.out" 2>"$tmp/backend.log" &
+  backend=$!
+  for _ in $(seq 100); do grep -q 'http listening' "$tmp/backend.log" && break; sleep 0.1; done
+  ingest_port=$(grep -o 'ingest listening" addr=127.0.0.1:[0-9]*' "$tmp/backend.log" | sed 's/.*://')
+  ca=$tmp/bench.db.cert.pem
+fi
+pids+=("$backend"); disown
+
 orch_port=$(free_port); http_port=$(free_port)
+# shellcheck disable=SC2086
 "$build/orchestrator/sidetrace-orchestrator" --listen "127.0.0.1:$orch_port" --http "127.0.0.1:$http_port" \
-  --backend "127.0.0.1:$sink_port" --ca-file "$tmp/ca.pem" --access-key bench-key \
-  --spool-dir "$tmp/spool" --log-level "${ORCH_LOG_LEVEL:-warn}" 2>"$tmp/orch.log" &
+  --backend "127.0.0.1:$ingest_port" --ca-file "$ca" --access-key bench-key \
+  --spool-dir "$tmp/spool" --log-level "${ORCH_LOG_LEVEL:-warn}" ${ORCH_ARGS:-} 2>"$tmp/orch.log" &
 orch=$!
-pids+=($orch); disown
+pids+=("$orch"); disown
 for _ in $(seq 100); do curl -s --max-time 1 "http://127.0.0.1:$http_port/healthz" >/dev/null && break; sleep 0.1; done
 
-ticks() { awk '{print $14+$15}' "/proc/$orch/stat"; }
 hz=$(getconf CLK_TCK)
-t0=$(ticks); start=$(date +%s.%N)
+o0=$(ticks "$orch"); b0=$(ticks "$backend"); start=$(date +%s.%N)
 "$build/bench/orchestrator/sidetrace-loadgen" --orchestrator "127.0.0.1:$orch_port" --access-key bench-key \
   --agents "$agents" --rate "$rate" --duration "$seconds" --threads "$lg_threads" >"$tmp/loadgen.json" || true
 cat "$tmp/loadgen.json" >&2
 # Alerts the orchestrator acked must all arrive; unacked ones (the loadgen
 # gave up waiting) may or may not, like a crashed agent's.
-sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$tmp/loadgen.json")
-for _ in $(seq 300); do
-  unique=$(curl -s --cacert "$tmp/ca.pem" "https://127.0.0.1:$sink_port/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])')
-  [[ $unique -ge $sent ]] && break
+acked=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$tmp/loadgen.json")
+stored() {
+  if [[ ${SINK:-0} == 1 ]]; then
+    curl -s --cacert "$ca" "https://127.0.0.1:$ingest_port/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'
+  else
+    python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from events").fetchone()[0])' "$tmp/bench.db"
+  fi
+}
+for _ in $(seq 600); do
+  [[ $(stored) -ge $acked ]] && break
   sleep 0.1
 done
-end=$(date +%s.%N); t1=$(ticks)
+end=$(date +%s.%N); o1=$(ticks "$orch"); b1=$(ticks "$backend")
 rss_peak_kb=$(awk '/VmHWM/{print $2}' "/proc/$orch/status")
-rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$orch/status")
-stats=$(curl -s --cacert "$tmp/ca.pem" "https://127.0.0.1:$sink_port/stats")
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics")
-python3 - "$tmp/loadgen.json" "$stats" "$t0" "$t1" "$hz" "$start" "$end" "$rss_peak_kb" "$rss_kb" "$metrics" <<'PY'
-import json, sys
-lg = json.load(open(sys.argv[1])); st = json.loads(sys.argv[2])
-t0, t1, hz = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-wall = float(sys.argv[7]) - float(sys.argv[6])
+if [[ ${SINK:-0} == 1 ]]; then
+  curl -s --cacert "$ca" "https://127.0.0.1:$ingest_port/stats" >"$tmp/stored.json"
+else
+  python3 - "$tmp/bench.db" >"$tmp/stored.json" <<'PY'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+lat = sorted(r[0] for r in db.execute("select received_ns - time_ns from events"))
+rx = db.execute("select min(received_ns), max(received_ns), count(distinct uuid) from events").fetchone()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1e6 if lat else 0
+print(json.dumps({"unique": rx[2], "received": len(lat), "first_ns": rx[0] or 0, "last_ns": rx[1] or 0,
+                  "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1] / 1e6 if lat else 0}))
+PY
+fi
+python3 - "$tmp/loadgen.json" "$tmp/stored.json" "$o0" "$o1" "$b0" "$b1" "$hz" "$start" "$end" "$rss_peak_kb" "$metrics" <<'PY'
+import json, os, sys
+lg = json.load(open(sys.argv[1])); st = json.load(open(sys.argv[2]))
+o0, o1, b0, b1, hz = (int(x) for x in sys.argv[3:8])
+wall = float(sys.argv[9]) - float(sys.argv[8])
 span = (st["last_ns"] - st["first_ns"]) / 1e9 or 1
-m = {l.split()[0]: l.split()[1] for l in sys.argv[10].splitlines() if l and not l.startswith("#") and "{" not in l}
+m = {l.split()[0]: l.split()[1] for l in sys.argv[11].splitlines() if l and not l.startswith("#") and "{" not in l}
 print(f"agents={lg['agents']} welcomed={lg['welcomed']} target_rate={lg['target_rate']:.0f}/s sent={lg['sent']} "
       f"acked={lg['acked']} stored_unique={st['unique']} acked_but_lost={max(0, lg['acked'] - st['unique'])} "
-      f"duplicates_received={st['received'] - st['unique']} "
       f"end_to_end_rate={st['unique'] / span:.0f}/s latency_p50={st['p50_ms']:.1f}ms p99={st['p99_ms']:.1f}ms "
-      f"max={st['max_ms']:.1f}ms orch_cpu={100 * (t1 - t0) / hz / wall:.0f}% orch_rss_peak={int(sys.argv[8]) // 1024}MB "
-      f"orch_rss_end={int(sys.argv[9]) // 1024}MB batches={m.get('sidetrace_orchestrator_batches_sent_total')} "
-      f"spool_dropped={m.get('sidetrace_orchestrator_spool_dropped_alerts_total')}")
+      f"max={st['max_ms']:.1f}ms orch_cpu={100 * (o1 - o0) / hz / wall:.0f}% "
+      f"backend_cpu={100 * (b1 - b0) / hz / wall:.0f}% loadgen_cpu={100 * lg.get('cpu_seconds', 0) / lg['seconds']:.0f}% "
+      f"orch_rss_peak={int(sys.argv[10]) // 1024}MB batches={m.get('sidetrace_orchestrator_batches_sent_total')} "
+      f"spool_dropped={m.get('sidetrace_orchestrator_spool_dropped_alerts_total')} "
+      f"loadavg={os.getloadavg()[0]:.1f}")
 PY

@@ -310,8 +310,15 @@ void AgentLink::UpdateStats(json stats) {
 }
 
 bool AgentLink::Flush(std::chrono::milliseconds timeout) {
+  ++flushing_;
+  if (wake_fd_ >= 0) Wake();
   std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] { return queue_.empty() || stop_; }) && queue_.empty();
+  // Stats are written by the link thread, which signals cv_ when it does.
+  bool done = cv_.wait_for(lock, timeout, [&] {
+    return (queue_.empty() && (!stats_dirty_ || !counters_.connected)) || stop_;
+  });
+  --flushing_;
+  return done && queue_.empty();
 }
 
 void AgentLink::Stop() {
@@ -475,9 +482,11 @@ Status AgentLink::Session() {
         if (e.seq <= highest_sent_) ++resent;
       }
       auto now = Clock::now();
-      if (want_stats && now >= next_stats) {
+      bool stats_written = false;
+      if (want_stats && (now >= next_stats || flushing_ > 0)) {
         out += EncodeFrame(MakeStats(StatsSnapshot()));
         next_stats = now + options_.stats_interval;
+        stats_written = true;
       }
       if (now >= next_heartbeat) {
         auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -488,6 +497,10 @@ Status AgentLink::Session() {
       if (!out.empty()) {
         st = conn.WriteAll(out, Clock::now() + options_.io_timeout);
         if (!st.ok()) return st;
+        if (stats_written) {
+          std::lock_guard lock(mu_);  // see Stop(): no waiter misses it
+          cv_.notify_all();
+        }
         if (!batch.empty()) {
           std::lock_guard lock(mu_);
           sent_upto_ = std::max(sent_upto_, max_sent);

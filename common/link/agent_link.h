@@ -98,8 +98,9 @@ class AgentLink {
   // link adds its own counters under "link" and sends them periodically.
   void UpdateStats(nlohmann::json stats);
 
-  // Waits until every submitted alert is acked, or the timeout passes.
-  // Returns true when nothing is left unacked.
+  // Waits until every submitted alert is acked and, while connected, the
+  // latest stats are sent (at once, not at the next stats interval), or the
+  // timeout passes. Returns true when nothing is left unacked.
   bool Flush(std::chrono::milliseconds timeout);
 
   // Stops the thread and closes the connection; unacked alerts are lost
@@ -130,6 +131,7 @@ class AgentLink {
   void* ssl_ctx_ = nullptr;  // SSL_CTX*, owned; null without TLS
   int wake_fd_ = -1;         // eventfd: SubmitAlert -> link thread
   std::atomic<bool> wake_pending_{false};
+  std::atomic<int> flushing_{0};  // Flush calls waiting: stats go out without delay
   std::atomic<bool> stop_{false};
   std::thread thread_;
 

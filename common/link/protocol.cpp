@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <utility>
 
 namespace sidetrace::link {
@@ -283,6 +284,226 @@ std::string DumpJson(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+// Appends `s` as a JSON string literal. False on invalid UTF-8.
+bool AppendJsonString(std::string_view s, std::string* out) {
+  out->push_back('"');
+  size_t run = 0;  // start of the bytes not yet copied
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Validate one UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
+      size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+      if (n == 0 || c > 0xf4 || i + n > s.size()) return false;
+      for (size_t k = 1; k < n; ++k) {
+        if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+      }
+      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+          (c == 0xf4 && c1 >= 0x90)) {
+        return false;
+      }
+      i += n;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    out->append(s.data() + run, i - run);
+    static const char kHex[] = "0123456789abcdef";
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\t': out->append("\\t"); break;
+      case '\r': out->append("\\r"); break;
+      default: out->append({'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]});
+    }
+    run = ++i;
+  }
+  out->append(s.data() + run, s.size() - run);
+  out->push_back('"');
+  return true;
+}
+
+// SAX events of an alert frame's CBOR map, written as the alert's JSON.
+// Returning false from an event stops the parse (the frame then takes the
+// DecodeBody path).
+class AlertTranscoder {
+ public:
+  AlertTranscoder(size_t input_bytes, std::string* out) : input_bytes_(input_bytes), out_(out) {}
+
+  bool null() { return Scalar("null"); }
+  bool boolean(bool v) { return Scalar(v ? "true" : "false"); }
+  bool number_integer(json::number_integer_t v) { return Number(fmt::format_int(v).c_str()); }
+  bool number_unsigned(json::number_unsigned_t v) {
+    if (depth_ == 1 && key_ == "seq") {
+      seq_ = v;
+      have_seq_ = true;
+      return true;
+    }
+    return Number(fmt::format_int(v).c_str());
+  }
+  bool number_float(json::number_float_t v, const json::string_t&) {
+    if (!std::isfinite(v)) return false;
+    return Number(fmt::format("{}", v).c_str());
+  }
+  bool string(json::string_t& v) {
+    if (depth_ == 1) {
+      if (key_ == "type") {
+        type_alert_ = v == "alert";
+        have_type_ = true;
+      }
+      return key_ != "seq" && key_ != "alert";  // those are not strings
+    }
+    if (depth_ == 2 && in_alert_) {
+      if (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time") {
+        if (v.empty() || (key_ == "uuid" && v.size() > kMaxIdBytes)) return false;
+        ++required_;
+      }
+      if (key_ == "output_fields") return false;
+    }
+    if (!InAlert()) return true;
+    Comma();
+    return AppendJsonString(v, out_);
+  }
+  bool binary(json::binary_t&) { return false; }
+  bool start_object(std::size_t len) { return Open(len, '{'); }
+  bool start_array(std::size_t len) {
+    if (depth_ == 2 && in_alert_ && (key_ == "output_fields" || key_ == "output")) return false;
+    return Open(len, '[');
+  }
+  bool end_object() { return Close('}'); }
+  bool end_array() { return Close(']'); }
+  bool key(json::string_t& k) {
+    if (depth_ == 1) {
+      key_ = k;
+      if (k == "type" || k == "seq" || k == "alert") {
+        // A repeated top-level key: DecodeBody keeps the last one.
+        unsigned bit = k == "type" ? 1 : k == "seq" ? 2 : 4;
+        if (top_keys_ & bit) return false;
+        top_keys_ |= bit;
+      }
+      return true;
+    }
+    if (depth_ == 2 && in_alert_) {
+      for (const auto& seen : alert_keys_) {
+        if (seen == k) return false;
+      }
+      alert_keys_.push_back(k);
+      key_ = k;
+    }
+    if (!InAlert()) return true;
+    Comma();
+    if (!AppendJsonString(k, out_)) return false;
+    out_->push_back(':');
+    first_ = true;  // the value needs no comma
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+
+  // After a successful parse: was it a valid alert frame?
+  bool Valid(std::string_view agent_id) {
+    if (!have_type_ || !type_alert_ || !have_seq_ || seq_ == 0 || !alert_done_ || required_ != 4) return false;
+    bool has_agent = false;
+    for (const auto& k : alert_keys_) has_agent = has_agent || k == "agent_id";
+    if (!has_agent) {
+      out_->pop_back();  // the alert's '}'
+      if (alert_keys_.size() > 0) out_->push_back(',');
+      out_->append("\"agent_id\":");
+      if (!AppendJsonString(agent_id, out_)) return false;
+      out_->push_back('}');
+    }
+    return true;
+  }
+  uint64_t seq() const { return seq_; }
+
+ private:
+  bool InAlert() const { return in_alert_ && depth_ >= 1; }
+  void Comma() {
+    if (!first_) out_->push_back(',');
+    first_ = false;
+  }
+  bool Scalar(const char* text) {
+    if (depth_ == 1) return key_ != "type" && key_ != "seq" && key_ != "alert";
+    if (depth_ == 2 && in_alert_ && (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time" ||
+                                     key_ == "output" || key_ == "output_fields")) {
+      return false;
+    }
+    if (!InAlert()) return true;
+    Comma();
+    out_->append(text);
+    return true;
+  }
+  bool Number(const char* text) { return Scalar(text); }
+  bool Open(std::size_t len, char bracket) {
+    if (++depth_ > kMaxNesting) return false;
+    if (len != static_cast<std::size_t>(-1) && len > input_bytes_) return false;
+    if (depth_ == 1) return bracket == '{';  // the frame's map
+    if (depth_ == 2) {
+      if (key_ == "type" || key_ == "seq") return false;
+      if (key_ == "alert") {
+        if (bracket != '{') return false;
+        in_alert_ = true;
+        first_ = true;
+        out_->clear();
+        out_->push_back('{');
+        return true;
+      }
+    }
+    if (depth_ == 3 && in_alert_ && key_ != "output_fields" && bracket == '{' &&
+        (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time" || key_ == "output")) {
+      return false;
+    }
+    if (!InAlert()) return true;
+    Comma();
+    out_->push_back(bracket);
+    first_ = true;
+    return true;
+  }
+  bool Close(char bracket) {
+    --depth_;
+    if (!in_alert_) return true;
+    out_->push_back(bracket);
+    first_ = false;
+    if (depth_ == 1) {
+      in_alert_ = false;
+      alert_done_ = true;
+      key_.clear();
+    }
+    return true;
+  }
+
+  size_t input_bytes_;
+  std::string* out_;
+  int depth_ = 0;
+  std::string key_;  // the current key at depth 1 (frame) or 2 (alert)
+  unsigned top_keys_ = 0;
+  bool have_type_ = false, type_alert_ = false, have_seq_ = false;
+  uint64_t seq_ = 0;
+  bool in_alert_ = false, alert_done_ = false, first_ = true;
+  int required_ = 0;
+  std::vector<std::string> alert_keys_;
+};
+
+}  // namespace
+
+bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json_out) {
+  if (body.size() < 2 || static_cast<uint8_t>(body[0]) != kProtocolVersion) return false;
+  AlertTranscoder sax(body.size(), json_out);
+  bool ok = false;
+  try {
+    ok = json::sax_parse(body.substr(1), &sax, nlohmann::detail::input_format_t::cbor, /*strict=*/true);
+  } catch (const json::exception&) {
+    ok = false;
+  }
+  if (!ok || !sax.Valid(agent_id)) return false;
+  *seq = sax.seq();
+  return true;
+}
+
 void FrameDecoder::Append(const char* data, size_t size) {
   if (offset_ > 0 && offset_ == buffer_.size()) {
     buffer_.clear();
@@ -291,21 +512,30 @@ void FrameDecoder::Append(const char* data, size_t size) {
   buffer_.append(data, size);
 }
 
-Result<std::optional<Message>> FrameDecoder::Next() {
+Result<std::optional<std::string_view>> FrameDecoder::NextBody() {
   if (!error_.ok()) return error_;
-  size_t avail = buffer_.size() - offset_;
-  if (avail < kHeaderBytes) return std::optional<Message>();
-  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.data() + offset_), max_frame_bytes_);
-  if (!length.ok()) return error_ = length.status();
-  if (avail < kHeaderBytes + *length) return std::optional<Message>();
-  auto message = DecodeBody(std::string_view(buffer_).substr(offset_ + kHeaderBytes, *length));
-  offset_ += kHeaderBytes + *length;
   // Compact once the consumed prefix dominates, so the buffer stays bounded
-  // by about two frames.
-  if (offset_ > buffer_.size() / 2) {
+  // by about two frames. Done here, before handing out a view, so that the
+  // previous view stays valid until this call.
+  if (offset_ > 0 && offset_ > buffer_.size() / 2) {
     buffer_.erase(0, offset_);
     offset_ = 0;
   }
+  size_t avail = buffer_.size() - offset_;
+  if (avail < kHeaderBytes) return std::optional<std::string_view>();
+  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.data() + offset_), max_frame_bytes_);
+  if (!length.ok()) return error_ = length.status();
+  if (avail < kHeaderBytes + *length) return std::optional<std::string_view>();
+  std::string_view body = std::string_view(buffer_).substr(offset_ + kHeaderBytes, *length);
+  offset_ += kHeaderBytes + *length;
+  return std::optional<std::string_view>(body);
+}
+
+Result<std::optional<Message>> FrameDecoder::Next() {
+  auto body = NextBody();
+  if (!body.ok()) return body.status();
+  if (!body->has_value()) return std::optional<Message>();
+  auto message = DecodeBody(**body);
   if (!message.ok()) return error_ = message.status();
   return std::optional<Message>(std::move(message).value());
 }

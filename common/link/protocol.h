@@ -103,6 +103,15 @@ std::vector<Policy> PoliciesOf(const Message& message);
 // by U+FFFD instead of throwing.
 std::string DumpJson(const nlohmann::json& value);
 
+// The fast path for the orchestrator's hottest frame: an alert frame body
+// (version byte + CBOR) turned straight into the alert's JSON text, without
+// building a document. When the alert has no "agent_id", `agent_id` is added.
+// Returns true with *seq and *json set for a valid alert frame. Returns false
+// for anything else (another type, an invalid or unusual alert: duplicate
+// keys, byte strings, non-finite floats, invalid UTF-8): DecodeBody then
+// gives the exact answer, so this never accepts what DecodeBody rejects.
+bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json);
+
 // Incremental decoder for a byte stream: Append what was read, then call
 // Next() until it returns nullopt (needs more bytes) or an error (the stream
 // is unusable from then on and every later call returns the same error).
@@ -113,6 +122,9 @@ class FrameDecoder {
 
   void Append(const char* data, size_t size);
   Result<std::optional<Message>> Next();
+  // The next whole frame's body (version byte + CBOR), undecoded; valid
+  // until the next call. Errors (header only) are sticky like Next()'s.
+  Result<std::optional<std::string_view>> NextBody();
   size_t buffered() const { return buffer_.size() - offset_; }
 
  private:

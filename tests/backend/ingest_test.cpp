@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/tls/cert_gen.h"
+#include "common/tls/tls.h"
 #include "tests/backend/harness.h"
 
 using namespace sidetrace;
@@ -200,6 +201,60 @@ TEST_CASE("backend_ingest: duplicates are ignored and counted", "[integration]")
   auto m = api.Get("/metrics");
   CHECK(m.body.find("sidetrace_ingest_events_duplicate_total 52") != std::string::npos);
   CHECK(m.body.find("sidetrace_ingest_events_stored_total 51") != std::string::npos);
+}
+
+TEST_CASE("backend_ingest: pipelined batches on one connection are answered in order", "[integration]") {
+  Fixture f({"--pipeline", "4"});
+  // Batch i holds i + 1 alerts, so each reply says which batch it answers.
+  // Batch 2 is malformed (400, nothing stored), batch 4 repeats batch 0.
+  std::vector<std::string> bodies;
+  for (int b = 0; b < 7; ++b) {
+    std::vector<json> alerts;
+    for (int i = 0; i <= b; ++i) alerts.push_back(MakeAlert("pipe-" + std::to_string(b) + "-" + std::to_string(i)));
+    bodies.push_back(BatchBody(alerts));
+  }
+  bodies[2] = R"({"events":[{"uuid":"pipe-bad"}]})";
+  bodies[4] = bodies[0];
+  tls::ClientConfig cc;
+  cc.ca_file = f.pki.ca_cert;
+  auto ctx = tls::MakeClientContext(cc);
+  REQUIRE(ctx.ok());
+  boost::asio::io_context io;
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(io, *ctx);
+  boost::beast::get_lowest_layer(stream).connect(
+      {boost::asio::ip::make_address("127.0.0.1"), f.backend.ingest_port()});
+  REQUIRE(tls::SetPeerName(stream.native_handle(), "127.0.0.1").ok());
+  stream.handshake(boost::asio::ssl::stream_base::client);
+  // Every request is written before any reply is read.
+  for (const auto& body : bodies) {
+    http::request<http::string_body> req{http::verb::post, "/api/v1/events:batch", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::authorization, std::string("Bearer ") + kKey);
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream, req);
+  }
+  boost::beast::flat_buffer buffer;
+  std::vector<json> expected = {
+      {{"accepted", 1}, {"new", 1}, {"duplicates", 0}}, {{"accepted", 2}, {"new", 2}, {"duplicates", 0}},
+      nullptr,
+      {{"accepted", 4}, {"new", 4}, {"duplicates", 0}}, {{"accepted", 1}, {"new", 0}, {"duplicates", 1}},
+      {{"accepted", 6}, {"new", 6}, {"duplicates", 0}}, {{"accepted", 7}, {"new", 7}, {"duplicates", 0}}};
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    INFO("reply " << i << ": " << res.body());
+    if (i == 2) {
+      CHECK(res.result_int() == 400);
+      CHECK(res.body().find("events[0]") != std::string::npos);
+    } else {
+      CHECK(res.result_int() == 200);
+      CHECK(json::parse(res.body()) == expected[i]);
+    }
+    CHECK(res.keep_alive());
+  }
+  CHECK(f.StoredRows() == 1 + 2 + 4 + 6 + 7);
 }
 
 TEST_CASE("backend_ingest: gzip and zstd bodies, and the size limit", "[integration]") {

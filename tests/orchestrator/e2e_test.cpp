@@ -1,14 +1,20 @@
-// End to end: AgentLink clients (the agent's real link library) and raw
-// sockets -> sidetrace-orchestrator (real process) -> backend over real TLS.
-// Every test asserts exact counts of distinct alerts stored by the backend.
+// End to end: the real sidetrace-agent tracing a process, AgentLink clients
+// (the agent's link library) and raw sockets -> sidetrace-orchestrator (real
+// process) -> sidetrace-backend (real process, TLS with certificates made by
+// the test, SQLite file). Every test asserts the exact set of alert uuids in
+// the backend's database: nothing lost, nothing extra (the uuid column is
+// UNIQUE, so nothing is stored twice).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -28,10 +34,11 @@ constexpr const char* kKey = "test-access-key-0123456789";
 struct Env {
   TempDir dir;
   Certs certs = MakeCerts(dir.path());
-  Backend backend{dir, certs, kKey};
+  Backend backend;
   std::unique_ptr<Orchestrator> orch;
 
-  explicit Env(std::vector<std::string> extra = {}, bool start = true) {
+  explicit Env(std::vector<std::string> extra = {}, bool start = true, std::vector<std::string> backend_extra = {})
+      : backend(dir, certs, kKey, std::move(backend_extra)) {
     backend.Start();
     std::vector<std::string> args = {"--backend", backend.addr(), "--access-key", kKey, "--ca-file", certs.ca,
                                      "--heartbeat-ms", "1000", "--batch-max-delay", "50"};
@@ -47,6 +54,7 @@ std::unique_ptr<AgentLink> MakeAgent(const std::string& addr, const std::string&
   o.orchestrator = addr;
   o.access_key = std::move(key);
   o.agent_id = id;
+  o.hostname = "host-" + id;
   o.queue_max = queue_max;
   o.backoff_initial = std::chrono::milliseconds(100);
   o.backoff_max = std::chrono::milliseconds(1000);
@@ -75,6 +83,21 @@ void Load(std::vector<std::unique_ptr<AgentLink>>& agents, const std::string& te
   producer.join();
 }
 
+// Waits until the backend's database holds at least as many alerts as
+// `expected`, then compares the uuids: "" when they are exactly `expected`,
+// else how they differ.
+std::string StoredExactly(const Backend& backend, const std::multiset<std::string>& expected,
+                          std::chrono::milliseconds timeout = 60s) {
+  WaitFor([&] { return backend.Count() >= expected.size(); }, timeout);
+  auto got = backend.Uuids();
+  if (got == expected) return "";
+  std::vector<std::string> missing, extra;
+  std::set_difference(expected.begin(), expected.end(), got.begin(), got.end(), std::back_inserter(missing));
+  std::set_difference(got.begin(), got.end(), expected.begin(), expected.end(), std::back_inserter(extra));
+  return fmt::format("stored {} expected {}: {} missing (first {}), {} extra (first {})", got.size(), expected.size(),
+                     missing.size(), missing.empty() ? "-" : missing[0], extra.size(), extra.empty() ? "-" : extra[0]);
+}
+
 }  // namespace
 
 TEST_CASE("orchestrator_e2e: agents to backend with exact counts", "[e2e]") {
@@ -88,7 +111,7 @@ TEST_CASE("orchestrator_e2e: agents to backend with exact counts", "[e2e]") {
     for (size_t a = 0; a < agents.size(); ++a) agents[a]->SubmitAlert(TestAlert(Uuid("exact", int(a), i)));
   }
   for (auto& a : agents) REQUIRE(a->Flush(std::chrono::seconds(60)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 5000; }, 60s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("exact", 10, 500)) == "");
   CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_in_total") == 5000);
   REQUIRE(WaitFor([&] { return env.orch->Metric("sidetrace_orchestrator_alerts_out_total") == 5000; }, 30s));
   CHECK(env.orch->Metric("sidetrace_orchestrator_agents_connected") == 10);
@@ -98,40 +121,47 @@ TEST_CASE("orchestrator_e2e: agents to backend with exact counts", "[e2e]") {
     CHECK(c.dropped == 0);
     CHECK(c.connects == 1);
   }
-  // Agents and their metadata reached the backend with the batches.
-  REQUIRE(WaitFor([&] { return env.backend.Stats()["agents"].size() == 10; }, 30s));
-  CHECK(env.backend.Stats()["agents"]["agent-3"]["aws.ecs.cluster"] == "test-cluster");
+  // Agents and their metadata reached the backend with the batches; each
+  // alert is attributed to the agent that sent it.
+  REQUIRE(WaitFor([&] { return env.backend.Agents().size() == 10; }, 30s));
+  auto agent3 = env.backend.Agents()["agent-3"];
+  CHECK(agent3["aws.ecs.cluster"] == "test-cluster");
+  CHECK(agent3["hostname"] == "host-agent-3");
+  REQUIRE(WaitFor([&] { return env.backend.Agents()["agent-3"]["alerts_stored"] == 500; }, 30s));
   // The spool is empty once everything is stored.
   REQUIRE(WaitFor([&] { return env.orch->Metric("sidetrace_orchestrator_spool_bytes") == 0; }, 30s));
   agents.clear();
   CHECK(env.orch->Stop() == 0);
 }
 
-TEST_CASE("orchestrator_e2e: backend down under load loses nothing", "[e2e]") {
-  // The issue asks for a 30 s outage; 8 s exercises the same paths (spool
-  // growth, retries with backoff, drain) and keeps the test short.
+TEST_CASE("orchestrator_e2e: backend down for 30 s under load loses nothing", "[e2e]") {
   Env env;
   std::vector<std::unique_ptr<AgentLink>> agents;
   for (int i = 0; i < 8; ++i) {
     agents.push_back(MakeAgent(env.orch->addr(), "outage-" + std::to_string(i)));
     REQUIRE(agents.back()->Start().ok());
   }
-  Load(agents, "outage", 1500, 14s, [&] {
+  Load(agents, "outage", 2000, 38s, [&] {
     std::this_thread::sleep_for(2s);
     env.backend.Kill9();
-    // While the backend is down, alerts keep being acked from the spool.
     double in_at_kill = env.orch->Metric("sidetrace_orchestrator_alerts_in_total");
-    std::this_thread::sleep_for(8s);
+    double out_at_kill = env.orch->Metric("sidetrace_orchestrator_alerts_out_total");
+    std::this_thread::sleep_for(30s);
+    // While the backend is down, alerts keep being acked from the spool and
+    // nothing is counted as stored.
     CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_in_total") > in_at_kill);
+    // At most the batches in flight (2 connections) were answered just before the kill.
+    CHECK(env.orch->Metric("sidetrace_orchestrator_alerts_out_total") - out_at_kill <= 2000);
     CHECK(env.orch->Metric("sidetrace_orchestrator_spool_bytes") > 0);
     CHECK(env.orch->Metric("sidetrace_orchestrator_backend_up") == 0);
     CHECK(env.orch->Healthz().find("\"status\":\"degraded\"") != std::string::npos);
     env.backend.Start();
   });
   for (auto& a : agents) REQUIRE(a->Flush(std::chrono::seconds(60)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 8 * 1500; }, 60s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("outage", 8, 2000), 90s) == "");
   CHECK(env.orch->Metric("sidetrace_orchestrator_backend_errors_total") > 0);
   CHECK(env.orch->Metric("sidetrace_orchestrator_spool_dropped_alerts_total") == 0);
+  REQUIRE(WaitFor([&] { return env.orch->Metric("sidetrace_orchestrator_spool_bytes") == 0; }, 30s));
   for (auto& a : agents) CHECK(a->counters().dropped == 0);
 }
 
@@ -156,7 +186,7 @@ TEST_CASE("orchestrator_e2e: orchestrator kill -9 and restart loses nothing", "[
     CHECK(env.orch->child().WaitForLog("(recovered batches from a previous run)", 5s).has_value());
   });
   for (auto& a : agents) REQUIRE(a->Flush(std::chrono::seconds(60)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 6 * 1000; }, 60s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("crash", 6, 1000)) == "");
   for (auto& a : agents) {
     auto c = a->counters();
     CHECK(c.dropped == 0);
@@ -178,7 +208,7 @@ TEST_CASE("orchestrator_e2e: agent started before the orchestrator", "[e2e]") {
   CHECK_FALSE(agent->counters().connected);
   orch.Start();
   REQUIRE(agent->Flush(std::chrono::seconds(30)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 200; }, 30s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("early", 1, 200)) == "");
   CHECK(agent->counters().dropped == 0);
 }
 
@@ -194,13 +224,16 @@ TEST_CASE("orchestrator_e2e: wrong access key is rejected and others are unaffec
   }
   REQUIRE(WaitFor([&] { return bad->counters().rejects >= 2; }, 20s));
   REQUIRE(good->Flush(std::chrono::seconds(30)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 50; }, 30s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("goodkey", 1, 50)) == "");
   auto c = bad->counters();
   CHECK(c.connects == 0);
   CHECK(c.acked == 0);
   CHECK(c.queued == 50);
   CHECK(env.orch->Metric("sidetrace_orchestrator_agents_rejected_total") >= 2);
   CHECK(env.orch->child().WaitForLog("reason=\"(wrong access key)\"", 5s).has_value());
+  // The intruder never reaches the backend's agent list either.
+  REQUIRE(WaitFor([&] { return env.backend.Agents().contains("good"); }, 30s));
+  CHECK_FALSE(env.backend.Agents().contains("intruder"));
 }
 
 namespace {
@@ -243,6 +276,7 @@ TEST_CASE("orchestrator_e2e: a malformed frame from one agent does not affect ot
   Env env;
   auto good = MakeAgent(env.orch->addr(), "bystander");
   REQUIRE(good->Start().ok());
+  auto expected = ExpectedUuids("bystander", 1, 100);
   for (int i = 0; i < 100; ++i) good->SubmitAlert(TestAlert(Uuid("bystander", 0, i)));
   REQUIRE(good->Flush(std::chrono::seconds(30)));
 
@@ -277,14 +311,17 @@ TEST_CASE("orchestrator_e2e: a malformed frame from one agent does not affect ot
     CHECK(got.back().type == link::MessageType::kReject);
     CHECK(got.back().body["reason"] == c.reason);
     // Meanwhile the well-behaved agent keeps its connection and delivers.
-    for (int i = 0; i < 10; ++i) good->SubmitAlert(TestAlert(Uuid("bystander-" + c.name, 0, i)));
+    for (int i = 0; i < 10; ++i) {
+      good->SubmitAlert(TestAlert(Uuid("bystander-" + c.name, 0, i)));
+      expected.insert(Uuid("bystander-" + c.name, 0, i));
+    }
     REQUIRE(good->Flush(std::chrono::seconds(30)));
   }
   CHECK(good->counters().connects == 1);
   CHECK(env.orch->Metric("sidetrace_orchestrator_bad_frames_total") == 5);
   // 100 + 5 x 10 from the bystander. Not raw-5: it came in the same read as
   // the bad frame, was never acked, and a real agent would send it again.
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 150; }, 30s));
+  CHECK(StoredExactly(env.backend, expected) == "");
 }
 
 TEST_CASE("orchestrator_e2e: policies pushed in the welcome and on SIGHUP", "[e2e]") {
@@ -341,15 +378,20 @@ TEST_CASE("orchestrator_e2e: agent queue overflow drops oldest and the count rea
                               "--listen", "127.0.0.1:" + std::to_string(port), "--batch-max-delay", "50"});
   orch.Start();
   REQUIRE(agent->Flush(std::chrono::seconds(30)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 10; }, 30s));
+  // The newest 10 survive, the oldest 15 were dropped.
+  std::multiset<std::string> newest;
+  for (int i = 15; i < 25; ++i) newest.insert(Uuid("overflow", 0, i));
+  CHECK(StoredExactly(env.backend, newest) == "");
   REQUIRE(WaitFor(
       [&] {
-        auto a = env.backend.Stats()["agents"]["overflow"];
-        return a.is_object() && a["stats"].value("link", nlohmann::json::object()).value("alerts_dropped", 0) == 15;
+        auto a = env.backend.Agents()["overflow"];
+        return a.is_object() && a["stats"].is_object() &&
+               a["stats"].value("link", nlohmann::json::object()).value("alerts_dropped", 0) == 15;
       },
       30s));
   auto metrics = orch.Metrics();
-  CHECK(metrics.find("sidetrace_orchestrator_agent_alerts_dropped_total{agent_id=\"overflow\",") != std::string::npos);
+  CHECK(metrics.find("sidetrace_orchestrator_agent_alerts_dropped_total{agent_id=\"overflow\",hostname=\"host-overflow\"} 15") !=
+        std::string::npos);
 }
 
 TEST_CASE("orchestrator_e2e: TLS to agents and a backend with an unknown CA is refused", "[e2e]") {
@@ -367,7 +409,7 @@ TEST_CASE("orchestrator_e2e: TLS to agents and a backend with an unknown CA is r
   REQUIRE(agent.Start().ok());
   for (int i = 0; i < 100; ++i) agent.SubmitAlert(TestAlert(Uuid("tls", 0, i)));
   REQUIRE(agent.Flush(std::chrono::seconds(30)));
-  REQUIRE(WaitFor([&] { return env.backend.Unique() == 100; }, 30s));
+  CHECK(StoredExactly(env.backend, ExpectedUuids("tls", 1, 100)) == "");
 
   // An agent trusting another CA never connects.
   o.agent_id = "tls-wrong-ca";
@@ -389,5 +431,110 @@ TEST_CASE("orchestrator_e2e: TLS to agents and a backend with an unknown CA is r
   REQUIRE(WaitFor([&] { return strict.Metric("sidetrace_orchestrator_backend_errors_total") > 0; }, 30s));
   CHECK(strict.Metric("sidetrace_orchestrator_alerts_out_total") == 0);
   CHECK(strict.child().WaitForLog("(certificate verification failed)", 10s).has_value());
-  CHECK(env.backend.Unique() == 100);
+  CHECK(env.backend.Count() == 100);
+}
+
+TEST_CASE("orchestrator_e2e: the real agent tracing a process with a late orchestrator gets policies pushed and applied",
+          "[e2e]") {
+  // sidetrace-agent wraps a shell script that reads files in two phases, each
+  // started by the test. The agent has no local rules: it starts the workload
+  // at once, before any orchestrator listens, and gets its rules pushed.
+  TempDir work;
+  TempDir rules;
+  auto rule = [&](const std::string& name, const std::string& prefix) {
+    return "- rule: " + name + "\n  desc: test rule\n  condition: evt.type in (open, openat, openat2) and " +
+           "evt.is_open_read=true and fd.name startswith " + work / prefix + "\n  output: \"" + name +
+           " (file=%fd.name proc=%proc.name)\"\n  priority: WARNING\n";
+  };
+  WriteFile(rules / "test.yaml", rule("Orchestrator test secret read", "secret-"));
+  for (int i = 0; i < 5; ++i) WriteFile(work / ("secret-" + std::to_string(i)), "s");
+  for (int i = 0; i < 3; ++i) WriteFile(work / ("other-" + std::to_string(i)), "o");
+  WriteFile(work / "workload.sh", "touch " + work / "started" + "\n" +  //
+                                      "while [ ! -e " + work / "go1" + " ]; do sleep 0.05; done\n" +
+                                      "for i in 0 1 2 3 4; do cat " + work / "secret-$i" + " >/dev/null; done\n" +
+                                      "touch " + work / "done1" + "\n" +
+                                      "while [ ! -e " + work / "go2" + " ]; do sleep 0.05; done\n" +
+                                      "for i in 0 1 2; do cat " + work / "other-$i" + " " + work / "secret-0" +
+                                      " >/dev/null; done\n" + "exit 7\n");
+  Env env({}, false);
+  uint16_t port = FreePort();
+  Orchestrator orch(env.dir, {"--backend", env.backend.addr(), "--access-key", kKey, "--ca-file", env.certs.ca,
+                              "--listen", "127.0.0.1:" + std::to_string(port), "--rules", rules.path(),
+                              "--batch-max-delay", "50"});
+  Child agent = Child::Spawn({BuildDir() + "/agent/sidetrace-agent", "--orchestrator", "127.0.0.1:" + std::to_string(port),
+                              "--access-key", kKey, "--log-level", "info", "--flush-timeout", "30", "--", "/bin/sh",
+                              work / "workload.sh"},
+                             work / "agent.log");
+  // The workload runs although no orchestrator answers.
+  REQUIRE(WaitFor([&] { return access((work / "started").c_str(), F_OK) == 0; }, 30s));
+  std::this_thread::sleep_for(1s);
+  CHECK(env.backend.Count() == 0);
+  orch.Start();
+  // The welcome's policies are compiled and applied before the next event.
+  REQUIRE(agent.WaitForLog("msg=\"(policies applied)\" rules=1", 30s).has_value());
+  WriteFile(work / "go1", "");
+  REQUIRE(WaitFor([&] { return access((work / "done1").c_str(), F_OK) == 0; }, 30s));
+  REQUIRE(WaitFor([&] { return env.backend.Count() >= 5; }, 30s));
+
+  // A second rule, pushed on SIGHUP to the running agent, applies at once;
+  // the first keeps working.
+  WriteFile(rules / "test.yaml",
+            rule("Orchestrator test secret read", "secret-") + rule("Orchestrator test other read", "other-"));
+  double pushes = orch.Metric("sidetrace_orchestrator_policy_pushes_total");
+  orch.child().Signal(SIGHUP);
+  REQUIRE(agent.WaitForLog("msg=\"(policies applied)\" rules=2", 30s).has_value());
+  WriteFile(work / "go2", "");
+  int status = agent.Wait(60s);
+  REQUIRE(status != -1);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 7);  // the workload's status
+
+  // Exactly: 5 + 3 reads of secret-*, 3 reads of other-*, each alert once,
+  // every one attributed to the agent, which reported no drops.
+  std::map<std::string, uint64_t> want = {{"Orchestrator test other read", 3}, {"Orchestrator test secret read", 8}};
+  REQUIRE(WaitFor([&] { return env.backend.Count() >= 11; }, 30s));
+  CHECK(env.backend.CountByRule() == want);
+  CHECK(env.backend.Uuids().size() == 11);
+  auto agents = env.backend.Agents();
+  REQUIRE(agents.size() == 1);
+  auto record = agents.begin().value();
+  CHECK(record["alerts_stored"] == 11);
+  REQUIRE(WaitFor([&] { return env.backend.Agents().begin().value()["drops"] == 0; }, 30s));
+  CHECK(env.backend.Agents().begin().value()["events_seen"].get<int64_t>() > 11);
+  CHECK(orch.Metric("sidetrace_orchestrator_alerts_in_total") == 11);
+  CHECK(orch.Metric("sidetrace_orchestrator_policy_pushes_total") == pushes + 1);
+}
+
+TEST_CASE("orchestrator_e2e: a batch the backend finds too large is split and only an alert too large alone is dropped",
+          "[e2e]") {
+  // The backend takes at most 16 KiB per request: batches of a few hundred
+  // alerts are refused (413) and sent in halves. One alert is larger than
+  // that on its own, and one has a priority the backend refuses (400): each
+  // is dropped alone and counted; every other alert is stored.
+  Env env({}, true, {"--max-body-bytes", "16384"});
+  auto agent = MakeAgent(env.orch->addr(), "splitter");
+  REQUIRE(agent->Start().ok());
+  auto expected = ExpectedUuids("split", 1, 300);
+  for (int i = 0; i < 300; ++i) {
+    auto alert = TestAlert(Uuid("split", 0, i));
+    if (i == 150) alert["output"] = std::string(20000, 'x');
+    if (i == 200) alert["priority"] = "Urgent";
+    agent->SubmitAlert(alert);
+  }
+  expected.erase(Uuid("split", 0, 150));
+  expected.erase(Uuid("split", 0, 200));
+  REQUIRE(agent->Flush(std::chrono::seconds(60)));
+  CHECK(StoredExactly(env.backend, expected) == "");
+  REQUIRE(WaitFor([&] { return env.orch->Metric("sidetrace_orchestrator_alerts_out_total") == 298; }, 30s));
+  CHECK(env.orch->Metric("sidetrace_orchestrator_backend_too_large_alerts_total") == 1);
+  CHECK(env.orch->Metric("sidetrace_orchestrator_backend_rejected_alerts_total") == 1);
+  CHECK(env.orch->Metric("sidetrace_orchestrator_spool_bytes") == 0);
+  // Every POST the backend took was at most 16 KiB, about 35 of these alerts.
+  auto backend_metrics = env.backend.Metrics();
+  CHECK(MetricValue(backend_metrics, "sidetrace_ingest_rejected_total{reason=\"too_large\"}") >= 1);
+  CHECK(MetricValue(backend_metrics, "sidetrace_ingest_batches_total") >= 298 / 35);
+  CHECK(env.orch->child().WaitForLog("too large on its own; dropping it\" uuid=(split-0-150) ", 5s).has_value());
+  CHECK(env.orch->child().WaitForLog("refused an alert; dropping it\" uuid=(split-0-200) ", 5s).has_value());
+  // The agent's record went through with one of the accepted parts.
+  REQUIRE(WaitFor([&] { return env.backend.Agents().contains("splitter"); }, 30s));
 }

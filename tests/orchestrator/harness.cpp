@@ -1,6 +1,7 @@
 #include "tests/orchestrator/harness.h"
 
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -16,6 +17,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "common/tls/cert_gen.h"
 
 namespace sidetrace::testing {
 
@@ -137,23 +140,16 @@ std::optional<std::string> Child::WaitForLog(const std::string& re, std::chrono:
   return found;
 }
 
-namespace {
-void Run(const std::string& cmd) {
-  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("command failed: " + cmd);
+size_t Child::CountLog(const std::string& re) const {
+  std::regex rx(re);
+  std::string text = ReadFile(log_);
+  return static_cast<size_t>(std::distance(std::sregex_iterator(text.begin(), text.end(), rx), std::sregex_iterator()));
 }
-}  // namespace
 
 Certs MakeCerts(const std::string& dir, const std::string& name) {
-  Certs c{dir + "/" + name + ".pem", dir + "/" + name + "-server.pem", dir + "/" + name + "-server.key"};
-  std::string ca_key = dir + "/" + name + ".key", csr = dir + "/" + name + "-server.csr",
-              ext = dir + "/" + name + "-ext.cnf";
-  WriteFile(ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n");
-  Run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=sidetrace-test-" + name + " -keyout " + ca_key +
-      " -out " + c.ca + " 2>/dev/null");
-  Run("openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout " + c.key + " -out " + csr + " 2>/dev/null");
-  Run("openssl x509 -req -in " + csr + " -CA " + c.ca + " -CAkey " + ca_key + " -CAcreateserial -days 2 -extfile " +
-      ext + " -out " + c.cert + " 2>/dev/null");
-  return c;
+  auto pki = tls::GenerateTestPki(dir + "/" + name, {}, "sidetrace orchestrator test CA " + name);
+  if (!pki.ok()) throw std::runtime_error("GenerateTestPki: " + pki.status().message());
+  return Certs{pki->ca_cert, pki->server_cert, pki->server_key};
 }
 
 std::optional<std::string> CurlGet(const std::string& url, const std::string& ca_file) {
@@ -191,33 +187,84 @@ uint16_t FreePort() {
   return ntohs(a.sin_port);
 }
 
-Backend::Backend(const TempDir& dir, const Certs& certs, std::string key)
-    : dir_(dir), certs_(certs), key_(std::move(key)) {}
+Backend::Backend(const TempDir& dir, const Certs& certs, std::string key, std::vector<std::string> extra_args)
+    : dir_(dir), certs_(certs), key_(std::move(key)), extra_(std::move(extra_args)) {}
 Backend::~Backend() { Kill9(); }
 
 void Backend::Start() {
   ++starts_;
   std::string log = dir_ / ("backend-" + std::to_string(starts_) + ".log");
-  child_ = Child::Spawn({"/usr/bin/python3", SourceDir() + "/tests/orchestrator/fake_backend.py", "--port",
-                         std::to_string(port_), "--cert", certs_.cert, "--key", certs_.key, "--key-value", key_,
-                         "--state", dir_ / "backend-state"},
-                        log);
-  auto port = child_.WaitForLog("listening (\\d+)", 30s);
-  if (!port) throw std::runtime_error("backend did not start: " + ReadFile(log));
-  port_ = static_cast<uint16_t>(std::stoi(*port));
+  std::vector<std::string> argv = {BuildDir() + "/backend/sidetrace-backend",
+                                   "--ingest", "127.0.0.1:" + std::to_string(ingest_port_),
+                                   "--http", "127.0.0.1:" + std::to_string(http_port_),
+                                   "--cert", certs_.cert, "--key", certs_.key, "--access-key", key_,
+                                   "--db", db_path(), "--log-level", "info"};
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  child_ = Child::Spawn(argv, log);
+  auto ingest = child_.WaitForLog("msg=\"ingest listening\" addr=127\\.0\\.0\\.1:(\\d+)", 30s);
+  auto http = child_.WaitForLog("msg=\"http listening\" addr=127\\.0\\.0\\.1:(\\d+)", 5s);
+  if (!ingest || !http) throw std::runtime_error("backend did not start: " + ReadFile(log));
+  ingest_port_ = static_cast<uint16_t>(std::stoi(*ingest));
+  http_port_ = static_cast<uint16_t>(std::stoi(*http));
 }
 
 void Backend::Kill9() { child_.Kill9(); }
 
-nlohmann::json Backend::Stats() {
-  auto body = CurlGet("https://127.0.0.1:" + std::to_string(port_) + "/stats", certs_.ca);
-  if (!body) return nlohmann::json::object();
-  return nlohmann::json::parse(*body, nullptr, false);
+namespace {
+// Runs a one-column query on the backend's SQLite file (WAL: readers never
+// block the backend's writer, and see only committed batches).
+std::vector<std::string> Query(const std::string& db_path, const char* sql) {
+  std::vector<std::string> rows;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return rows;  // not created yet
+  }
+  sqlite3_busy_timeout(db, 10000);
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      const unsigned char* t = sqlite3_column_text(st, 0);
+      rows.emplace_back(t != nullptr ? reinterpret_cast<const char*>(t) : "");
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rows;
+}
+}  // namespace
+
+std::multiset<std::string> Backend::Uuids() const {
+  auto rows = Query(db_path(), "SELECT uuid FROM events");
+  return {rows.begin(), rows.end()};
 }
 
-uint64_t Backend::Unique() {
-  auto s = Stats();
-  return s.is_object() && s.contains("unique") ? s["unique"].get<uint64_t>() : 0;
+uint64_t Backend::Count() const {
+  auto rows = Query(db_path(), "SELECT count(*) FROM events");
+  return rows.empty() ? 0 : std::stoull(rows[0]);
+}
+
+std::map<std::string, uint64_t> Backend::CountByRule() const {
+  std::map<std::string, uint64_t> out;
+  for (const auto& row : Query(db_path(), "SELECT rule || char(9) || count(*) FROM events GROUP BY rule")) {
+    auto tab = row.rfind('\t');
+    out[row.substr(0, tab)] = std::stoull(row.substr(tab + 1));
+  }
+  return out;
+}
+
+nlohmann::json Backend::Agents() const {
+  auto body = CurlGet("http://127.0.0.1:" + std::to_string(http_port_) + "/api/agents");
+  nlohmann::json out = nlohmann::json::object();
+  if (!body) return out;
+  auto j = nlohmann::json::parse(*body, nullptr, false);
+  if (!j.is_object() || !j["agents"].is_array()) return out;
+  for (auto& a : j["agents"]) out[a["id"].get<std::string>()] = a;
+  return out;
+}
+
+std::string Backend::Metrics() const {
+  return CurlGet("http://127.0.0.1:" + std::to_string(http_port_) + "/metrics").value_or("");
 }
 
 Orchestrator::Orchestrator(const TempDir& dir, std::vector<std::string> extra_args)
@@ -258,6 +305,14 @@ std::string Orchestrator::Metrics() {
 
 std::string Orchestrator::Healthz() {
   return CurlGet("http://127.0.0.1:" + std::to_string(http_port_) + "/healthz").value_or("");
+}
+
+std::multiset<std::string> ExpectedUuids(const std::string& prefix, int agents, int per_agent) {
+  std::multiset<std::string> out;
+  for (int a = 0; a < agents; ++a) {
+    for (int i = 0; i < per_agent; ++i) out.insert(prefix + "-" + std::to_string(a) + "-" + std::to_string(i));
+  }
+  return out;
 }
 
 nlohmann::json TestAlert(const std::string& uuid) {

@@ -1,8 +1,9 @@
 // Test harness for the orchestrator end-to-end tests: temporary folders,
-// child processes with their stderr in a file, certificates made with the
-// openssl CLI, a backend (the real sidetrace-backend when it is built, else
-// fake_backend.py, same ingest contract) and an orchestrator process.
-// Everything listens on 127.0.0.1 with ports chosen by the kernel.
+// child processes with their output in a file, certificates generated with
+// common/tls (GenerateTestPki), the real sidetrace-backend (TLS ingest,
+// SQLite file, read API) and the real sidetrace-orchestrator.
+// Everything listens on 127.0.0.1 with ports chosen by the kernel; a restart
+// reuses the ports of the first start.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +60,8 @@ class Child {
   const std::string& log_path() const { return log_; }
   // First capture group of `re` in the log, waiting up to `timeout`.
   std::optional<std::string> WaitForLog(const std::string& re, std::chrono::milliseconds timeout) const;
+  // Number of matches of `re` in the log now.
+  size_t CountLog(const std::string& re) const;
 
  private:
   pid_t pid_ = -1;
@@ -67,8 +71,9 @@ class Child {
 struct Certs {
   std::string ca, cert, key;
 };
-// CA + a server certificate for 127.0.0.1 / localhost, in `dir`.
-Certs MakeCerts(const std::string& dir, const std::string& name = "ca");
+// A CA and a server certificate for 127.0.0.1 / localhost signed by it, made
+// by tls::GenerateTestPki in `dir`/`name`. Two names give two unrelated CAs.
+Certs MakeCerts(const std::string& dir, const std::string& name = "pki");
 
 // GET over HTTP(S) with curl; nullopt when the request fails.
 std::optional<std::string> CurlGet(const std::string& url, const std::string& ca_file = "");
@@ -76,23 +81,34 @@ std::optional<std::string> CurlGet(const std::string& url, const std::string& ca
 // Reads one value from Prometheus text; -1 when absent.
 double MetricValue(const std::string& text, const std::string& name);
 
+// The real sidetrace-backend: TLS ingest with `certs`, the access key, a
+// SQLite file in `dir`, its read API on plain HTTP.
 class Backend {
  public:
-  Backend(const TempDir& dir, const Certs& certs, std::string key);
+  Backend(const TempDir& dir, const Certs& certs, std::string key, std::vector<std::string> extra_args = {});
   ~Backend();
-  void Start();   // on the previous port when restarting
+  void Start();  // on the previous ports and database when restarting
   void Kill9();
-  uint16_t port() const { return port_; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-  // Distinct alert uuids stored.
-  uint64_t Unique();
-  nlohmann::json Stats();  // fake backend: {"unique","received","agents"}
+  std::string addr() const { return "127.0.0.1:" + std::to_string(ingest_port_); }
+  std::string db_path() const { return dir_ / "backend.db"; }
+
+  // Read from the SQLite file: the stored alerts' uuids (the column is
+  // UNIQUE, so "nothing duplicated" is the row count equal to the set),
+  // their number, and the number per rule.
+  std::multiset<std::string> Uuids() const;
+  uint64_t Count() const;
+  std::map<std::string, uint64_t> CountByRule() const;
+  // Through the read API: GET /api/agents as {id: record}; /metrics text.
+  nlohmann::json Agents() const;
+  std::string Metrics() const;
 
  private:
   const TempDir& dir_;
   Certs certs_;
   std::string key_;
-  uint16_t port_ = 0;
+  std::vector<std::string> extra_;
+  uint16_t ingest_port_ = 0;
+  uint16_t http_port_ = 0;
   Child child_;
   int starts_ = 0;
 };
@@ -121,6 +137,9 @@ class Orchestrator {
 
 // A Falco alert with the given uuid.
 nlohmann::json TestAlert(const std::string& uuid);
+
+// The uuids `prefix`-<agent>-<i> for agent in [0, agents), i in [0, per_agent).
+std::multiset<std::string> ExpectedUuids(const std::string& prefix, int agents, int per_agent);
 
 // A port that nothing listens on right now (bound then released).
 uint16_t FreePort();

@@ -1,8 +1,12 @@
 // libFuzzer target for the agent link frame decoder: arbitrary bytes, fed in
 // arbitrary chunks, must give messages or a clean error, never a crash, a
-// hang or unbounded memory. Built and run by run_link_fuzz.sh.
+// hang or unbounded memory. The alert fast path (AlertToJson) must agree
+// with DecodeBody: whatever it accepts, DecodeBody accepts as the same alert.
+// Built and run by run_link_fuzz.sh.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "common/link/protocol.h"
 
@@ -22,6 +26,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)EncodeFrame(**msg);
     }
   }
-  (void)DecodeBody(std::string_view(reinterpret_cast<const char*>(data), size));
+  std::string_view body(reinterpret_cast<const char*>(data), size);
+  auto decoded = DecodeBody(body);
+  uint64_t seq = 0;
+  std::string json;
+  if (AlertToJson(body, "fuzz-agent", &seq, &json)) {
+    if (!decoded.ok() || decoded->type != MessageType::kAlert || decoded->body["seq"] != seq) std::abort();
+    auto want = decoded->body["alert"];
+    if (!want.contains("agent_id")) want["agent_id"] = "fuzz-agent";
+    if (nlohmann::json::parse(json, nullptr, false) != want) std::abort();
+  }
   return 0;
 }

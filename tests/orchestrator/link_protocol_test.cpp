@@ -131,3 +131,37 @@ TEST_CASE("invalid UTF-8 from CBOR is dumped, not thrown", "[link]") {
   REQUIRE(m.ok());
   CHECK(DumpJson(m->body["alert"]["output"]) == "\"bad \xef\xbf\xbd byte\"");
 }
+
+TEST_CASE("the alert fast path gives the alert's JSON or defers to DecodeBody", "[link]") {
+  nlohmann::json alert = {{"uuid", "u-1"},
+                          {"time", "2026-11-26T00:00:00.000000000Z"},
+                          {"rule", "R \"quoted\"\n"},
+                          {"priority", "Warning"},
+                          {"output", "caf\xc3\xa9 \x01"},
+                          {"output_fields", {{"evt.time", 1764115200000000000ull}, {"x", -3}, {"f", 0.5}, {"n", nullptr}}},
+                          {"tags", {"a", "b"}}};
+  auto body = [](const Message& m) { return EncodeFrame(m).substr(kHeaderBytes); };
+  uint64_t seq = 0;
+  std::string json;
+  REQUIRE(AlertToJson(body(MakeAlert(7, alert)), "agent-1", &seq, &json));
+  CHECK(seq == 7);
+  auto want = alert;
+  want["agent_id"] = "agent-1";
+  CHECK(nlohmann::json::parse(json) == want);
+  // An agent_id the alert carries is kept.
+  alert["agent_id"] = "own";
+  REQUIRE(AlertToJson(body(MakeAlert(8, alert)), "agent-1", &seq, &json));
+  CHECK(nlohmann::json::parse(json)["agent_id"] == "own");
+
+  // Not alerts, or alerts DecodeBody refuses or stores differently: false.
+  auto no_uuid = alert;
+  no_uuid.erase("uuid");
+  auto bad_fields = alert;
+  bad_fields["output_fields"] = "x";
+  auto bad_utf8 = alert;
+  bad_utf8["output"] = "\xff";
+  for (const std::string& b : {body(MakeAlert(0, alert)), body(MakeAlert(1, no_uuid)), body(MakeAlert(1, bad_fields)),
+                               body(MakeAlert(1, bad_utf8)), body(MakeHeartbeat(5)), std::string("\x01\xff")}) {
+    CHECK_FALSE(AlertToJson(b, "agent-1", &seq, &json));
+  }
+}

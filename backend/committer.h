@@ -1,0 +1,58 @@
+// Committer: the single thread that writes ingest batches to the Store,
+// with group commit.
+//
+// Why: parsing a batch (TLS, HTTP, JSON) and committing one (SQLite, WAL
+// write, fsync) are both a few milliseconds; with the commit on its own
+// thread the I/O threads parse the next batch while the previous one
+// commits, and every batch that queued up while a COMMIT was running goes
+// into the next transaction, so one fsync covers all of them.
+//
+// Contract: Submit() hands over a parsed batch; `done` is called exactly
+// once, on the committer thread, after the transaction holding the batch
+// committed (with that batch's result) or failed (with the error; nothing
+// of the batch is stored then). Batches commit in Submit() order. A group
+// holds at most `max_group_alerts` alerts (at least one batch).
+// Thread-safety: Submit() from any thread. The destructor commits what is
+// queued, then stops.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "backend/metrics.h"
+#include "backend/store.h"
+
+namespace sidetrace::backend {
+
+class Committer {
+ public:
+  using Done = std::function<void(Result<Store::InsertResult>)>;
+  Committer(Store* store, Metrics* metrics, size_t max_group_alerts = 20000);
+  ~Committer();
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  void Submit(std::shared_ptr<const Batch> batch, Done done);
+
+ private:
+  struct Item {
+    std::shared_ptr<const Batch> batch;
+    Done done;
+  };
+  void Run();
+
+  Store* store_;
+  Metrics* metrics_;
+  size_t max_group_alerts_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;   // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace sidetrace::backend

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the backend ingest benchmark matrix (one keep-alive TLS connection,
+# batches of 1,000 realistic alerts) and prints one table row per variant:
+# sync full/normal x serial (W=1) / pipelined (W=4).
+#   BUILD=build bench/backend/run.sh [BATCHES]
+# Builds what it needs first; unattended, ~1-2 minutes on an idle machine.
+set -euo pipefail
+BUILD=${BUILD:-build}
+BATCHES=${1:-200}
+ninja -C "$BUILD" sidetrace-backend backend_ingest_bench >/dev/null
+echo "| sync | pipeline | events/s | batch p50 | batch p99 | backend CPU / batch (committer) | load avg before |"
+echo "|---|---|---|---|---|---|---|"
+for sync in full normal; do
+  for w in 1 4; do
+    SIDETRACE_BUILD_DIR="$BUILD" "$BUILD"/bench/backend/backend_ingest_bench \
+      --batches "$BATCHES" --pipeline "$w" --sync "$sync" 2>/dev/null | grep '^| '
+  done
+done
