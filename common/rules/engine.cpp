@@ -659,6 +659,7 @@ Result<std::unique_ptr<Engine>> Engine::Build(const std::vector<RuleSource>& sou
   }
   engine->hostname_ = Hostname(options);
   engine->memo_slots_ = c.macros.size();
+  engine->IndexDirectoryOpens();
   if (any_names) {
     std::sort(compiler.domains.begin(), compiler.domains.end());
     compiler.domains.erase(std::unique(compiler.domains.begin(), compiler.domains.end()), compiler.domains.end());
@@ -672,19 +673,69 @@ namespace {
 thread_local EvalContext t_ctx;
 }
 
-void Engine::BeginEvent() const {
+void Engine::BeginEvent(const event::Event& e) const {
   EvalContext& ctx = t_ctx;
+  ctx.x.SetEvent(&e);
   if (ctx.memo_epoch.size() < memo_slots_) {
     ctx.memo_epoch.resize(memo_slots_, 0);
     ctx.memo_value.resize(memo_slots_, 0);
+    ctx.may_epoch.resize(memo_slots_, 0);
+    ctx.may_value.resize(memo_slots_, Tri::kUnknown);
   }
   ++ctx.epoch;
 }
 
-bool Engine::Matches(const RuleSlot& slot, const event::Event& e) const {
+void Engine::IndexDirectoryOpens() {
+  // An open of "/" as a directory, where only evt.type and the file type
+  // are known: a rule that is false there is false for every directory
+  // (with or without a name, as the first MayMatch pass covers events
+  // without one).
+  EvalContext ctx;
+  ctx.only_file_type = true;
+  ctx.x.typechar = 'd';
+  ctx.may_epoch.assign(memo_slots_, 0);
+  ctx.may_value.assign(memo_slots_, Tri::kUnknown);
+  event::Event e;
+  e.fd.name = "/";
+  ctx.x.SetEvent(&e);
+  for (size_t t = 0; t < event::kEventTypeCount; ++t) {
+    e.type = static_cast<event::EventType>(t);
+    if (!OpenTypeIsResult(e.type)) continue;
+    for (const RuleSlot& slot : by_type_[t]) {
+      ++ctx.epoch;
+      if (static_cast<const CompiledRules::Compiled*>(slot.filter)->filter->May(ctx) != Tri::kFalse) {
+        by_type_dir_[t].push_back(slot);
+      }
+    }
+  }
+}
+
+bool Engine::MayMatch(const event::Event& e) const {
+  size_t t = static_cast<size_t>(e.type);
+  if (t >= event::kEventTypeCount) return false;
+  EvalContext& ctx = t_ctx;
+  // An open's file type is known only after the call: try the event as a
+  // file, then as a directory (only the rules that can match one).
+  const bool two_types = OpenTypeIsResult(e.type);
+  bool may = false;
+  for (char typechar : {'f', 'd'}) {
+    BeginEvent(e);
+    ctx.x.typechar = two_types ? typechar : 0;
+    for (const RuleSlot& slot : typechar == 'f' ? by_type_[t] : by_type_dir_[t]) {
+      ctx.x.resolver = slot.needs_names ? resolver_.get() : nullptr;
+      may = static_cast<const CompiledRules::Compiled*>(slot.filter)->filter->May(ctx) != Tri::kFalse;
+      if (ctx.x.names) ctx.x.names.reset();
+      if (may) break;
+    }
+    if (may || !two_types) break;
+  }
+  ctx.x.typechar = 0;
+  return may;
+}
+
+bool Engine::Matches(const RuleSlot& slot) const {
   const auto* compiled = static_cast<const CompiledRules::Compiled*>(slot.filter);
   EvalContext& ctx = t_ctx;
-  ctx.x.event = &e;
   ctx.x.resolver = slot.needs_names ? resolver_.get() : nullptr;
   bool r = compiled->filter->Eval(ctx);
   if (ctx.x.names) ctx.x.names.reset();
@@ -694,7 +745,7 @@ bool Engine::Matches(const RuleSlot& slot, const event::Event& e) const {
 Alert Engine::MakeAlert(const Rule& rule, const event::Event& e) const {
   const auto& compiled = compiled_->rules[rule.index];
   EvalContext& ctx = t_ctx;
-  ctx.x.event = &e;
+  ctx.x.SetEvent(&e);
   ctx.x.resolver = resolver_.get();
   Alert a;
   a.uuid = Uuid4();

@@ -136,7 +136,7 @@ bool Addr(const SocketAddress& a, FieldValue* out) {
 bool IsOpen(EventType t) {
   return t == EventType::kOpen || t == EventType::kOpenat || t == EventType::kOpenat2 || t == EventType::kCreat;
 }
-bool IsSocket(const event::FdInfo& fd) { return fd.typechar == '4' || fd.typechar == '6'; }
+bool IsSocket(char typechar) { return typechar == '4' || typechar == '6'; }
 bool HasFd(const Event& e) { return e.fd.num >= 0 || !e.fd.name.empty(); }
 
 const SocketAddress* Server(const event::FdInfo& fd) { return fd.local_is_server ? &fd.local : &fd.remote; }
@@ -187,6 +187,25 @@ bool Names(const ResolvedNames* names, const SocketAddress* a, int k, FieldValue
   const std::vector<std::string>* v = names->Lookup(*a);
   if (!v || k >= static_cast<int>(v->size())) return false;
   return Str((*v)[k], out);
+}
+
+size_t FdSlash(const ExtractContext& ctx) {
+  if (ctx.fd_slash == ExtractContext::kSlashNotYet) ctx.fd_slash = LastSlash(ctx.event->fd.name);
+  return ctx.fd_slash;
+}
+
+// The ExtractContext::built slot of fields whose text is built from parts.
+int BuiltSlot(FieldId id, bool has_arg) {
+  switch (id) {
+    case FieldId::kEvtArgs: return 0;
+    case FieldId::kProcArgs: return 1;
+    case FieldId::kProcCmdline: return 2;
+    case FieldId::kProcExeline: return 3;
+    case FieldId::kProcPcmdline: return 4;
+    case FieldId::kThreadCapEffective: return 5;
+    case FieldId::kProcEnv: return has_arg ? -1 : 6;  // proc.env[NAME] is a view
+    default: return -1;
+  }
 }
 
 }  // namespace
@@ -241,17 +260,21 @@ bool BindField(std::string_view name, bool has_arg, std::string_view arg, BoundF
     } else {
       out->multi = f.flags & kMultiValued;
     }
+    out->built = BuiltSlot(f.id, has_arg);
     return true;
   }
   *why = "unknown field '" + std::string(name) + "'";
   return false;
 }
 
-bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
+// ExtractField without the cache of built texts (ExtractContext::built).
+static bool ExtractUncached(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
   const Event& e = *ctx.event;
   const ProcessInfo* p = e.proc;
   const event::ContainerInfo* c = e.container;
   const event::FdInfo& fd = e.fd;
+  const char typechar = ctx.typechar ? ctx.typechar : fd.typechar;
+  const bool socket = IsSocket(typechar);
   if (k > 0 && !f.multi) return false;
   switch (f.info->id) {
     case FieldId::kEvtType: return Str(event::EventTypeName(e.type), out);
@@ -290,45 +313,48 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
       if (!HasFd(e) || fd.name.empty()) return false;
       return Str(fd.name, out);
     case FieldId::kFdDirectory: {
-      if (!HasFd(e) || (fd.typechar != 'f' && fd.typechar != 'd') || fd.name.empty()) return false;
-      if (fd.typechar == 'd') return Str(fd.name, out);
+      if (!HasFd(e) || (typechar != 'f' && typechar != 'd') || fd.name.empty()) return false;
+      if (typechar == 'd') return Str(fd.name, out);
       std::string_view n = fd.name;
-      size_t slash = n.rfind('/');
+      size_t slash = FdSlash(ctx);
       if (slash == std::string_view::npos) return false;
       return Str(slash == 0 ? n.substr(0, 1) : n.substr(0, slash), out);
     }
     case FieldId::kFdFilename: {
-      if (!HasFd(e) || fd.typechar != 'f' || fd.name.empty()) return false;
+      if (!HasFd(e) || typechar != 'f' || fd.name.empty()) return false;
       std::string_view n = fd.name;
-      size_t slash = n.rfind('/');
+      size_t slash = FdSlash(ctx);
       return Str(slash == std::string_view::npos ? n : n.substr(slash + 1), out);
     }
     case FieldId::kFdNum: return HasFd(e) ? Int(fd.num, out) : false;
-    case FieldId::kFdType: return HasFd(e) ? Str(FdTypeName(fd.typechar), out) : false;
-    case FieldId::kFdTypechar: return HasFd(e) ? Str(std::string_view(&fd.typechar, 1), out) : false;
-    case FieldId::kFdSip: case FieldId::kFdSnet: return IsSocket(fd) && Addr(*Server(fd), out);
-    case FieldId::kFdCip: case FieldId::kFdCnet: return IsSocket(fd) && Addr(*Client(fd), out);
-    case FieldId::kFdLip: case FieldId::kFdLnet: return IsSocket(fd) && Addr(fd.local, out);
-    case FieldId::kFdRip: case FieldId::kFdRnet: return IsSocket(fd) && Addr(fd.remote, out);
+    case FieldId::kFdType: return HasFd(e) ? Str(FdTypeName(typechar), out) : false;
+    case FieldId::kFdTypechar:
+      if (!HasFd(e)) return false;
+      if (ctx.typechar) return Str(ctx.typechar == 'd' ? "d" : "f", out);  // the two MayMatch tries
+      return Str(std::string_view(&fd.typechar, 1), out);
+    case FieldId::kFdSip: case FieldId::kFdSnet: return socket && Addr(*Server(fd), out);
+    case FieldId::kFdCip: case FieldId::kFdCnet: return socket && Addr(*Client(fd), out);
+    case FieldId::kFdLip: case FieldId::kFdLnet: return socket && Addr(fd.local, out);
+    case FieldId::kFdRip: case FieldId::kFdRnet: return socket && Addr(fd.remote, out);
     case FieldId::kFdNet:
-      if (!IsSocket(fd) || k > 1) return false;
+      if (!socket || k > 1) return false;
       return Addr(k == 0 ? *Client(fd) : *Server(fd), out) || (k == 0 && Addr(*Server(fd), out));
-    case FieldId::kFdSport: return IsSocket(fd) && !Server(fd)->empty() && Int(Server(fd)->port, out);
-    case FieldId::kFdCport: return IsSocket(fd) && !Client(fd)->empty() && Int(Client(fd)->port, out);
-    case FieldId::kFdLport: return IsSocket(fd) && !fd.local.empty() && Int(fd.local.port, out);
-    case FieldId::kFdRport: return IsSocket(fd) && !fd.remote.empty() && Int(fd.remote.port, out);
-    case FieldId::kFdSipName: return IsSocket(fd) && Names(ctx.Names(), Server(fd), k, out);
-    case FieldId::kFdCipName: return IsSocket(fd) && Names(ctx.Names(), Client(fd), k, out);
-    case FieldId::kFdRipName: return IsSocket(fd) && Names(ctx.Names(), &fd.remote, k, out);
+    case FieldId::kFdSport: return socket && !Server(fd)->empty() && Int(Server(fd)->port, out);
+    case FieldId::kFdCport: return socket && !Client(fd)->empty() && Int(Client(fd)->port, out);
+    case FieldId::kFdLport: return socket && !fd.local.empty() && Int(fd.local.port, out);
+    case FieldId::kFdRport: return socket && !fd.remote.empty() && Int(fd.remote.port, out);
+    case FieldId::kFdSipName: return socket && Names(ctx.Names(), Server(fd), k, out);
+    case FieldId::kFdCipName: return socket && Names(ctx.Names(), Client(fd), k, out);
+    case FieldId::kFdRipName: return socket && Names(ctx.Names(), &fd.remote, k, out);
     case FieldId::kFdL4proto:
-      if (!IsSocket(fd)) return false;
+      if (!socket) return false;
       switch (fd.l4proto) {
         case IPPROTO_TCP: return Str("tcp", out);
         case IPPROTO_UDP: return Str("udp", out);
         case IPPROTO_ICMP: return Str("icmp", out);
         default: return false;
       }
-    case FieldId::kFdConnected: return IsSocket(fd) && Bool(fd.connected, out);
+    case FieldId::kFdConnected: return socket && Bool(fd.connected, out);
 
     case FieldId::kProcName: return p && Str(p->name, out);
     case FieldId::kProcPname: return p && p->parent && Str(p->parent->name, out);
@@ -416,6 +442,52 @@ bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::st
       return false;
   }
   return false;
+}
+
+bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out) {
+  if (f.built < 0) return ExtractUncached(f, ctx, k, scratch, out);
+  const uint8_t bit = static_cast<uint8_t>(1u << f.built);
+  std::string& text = ctx.built[f.built];
+  if (!(ctx.built_ready & bit)) {
+    if (!ExtractUncached(f, ctx, k, &text, out)) return false;
+    ctx.built_ready |= bit;
+  }
+  return k == 0 && Str(text, out);
+}
+
+size_t LastSlash(std::string_view s) {
+  const void* p = memrchr(s.data(), '/', s.size());
+  return p ? static_cast<size_t>(static_cast<const char*>(p) - s.data()) : std::string_view::npos;
+}
+
+bool OpenTypeIsResult(EventType type) { return IsOpen(type); }
+
+bool IsResultField(const BoundField& f, EventType type) {
+  // Calls whose return value is a new descriptor: its number is the result.
+  const bool fd_result = IsOpen(type) || type == EventType::kAccept || type == EventType::kAccept4 ||
+                         type == EventType::kSocket || type == EventType::kMemfdCreate || type == EventType::kDup ||
+                         type == EventType::kDup2 || type == EventType::kDup3;
+  switch (f.info->id) {
+    case FieldId::kEvtRes: case FieldId::kEvtRawres: case FieldId::kEvtFailed: case FieldId::kEvtArgs:
+      return true;
+    case FieldId::kEvtArg:
+      // evt.arg[N]: positions differ between events, so any may be the result.
+      return f.index >= 0 || f.arg == "res" || (fd_result && f.arg == "fd");
+    default: break;
+  }
+  const bool fd_field = f.info->id >= FieldId::kFdName && f.info->id <= FieldId::kFdConnected;
+  if (!fd_field) return false;
+  // accept: the connection is the result.
+  if (type == EventType::kAccept || type == EventType::kAccept4) return true;
+  switch (f.info->id) {
+    case FieldId::kFdNum: return fd_result;
+    // connect: the local end is bound by the call, and whether it connected is its result.
+    case FieldId::kFdName: case FieldId::kFdNameraw: case FieldId::kFdConnected: case FieldId::kFdLip:
+    case FieldId::kFdLport: case FieldId::kFdLnet: case FieldId::kFdCip: case FieldId::kFdCport:
+    case FieldId::kFdCnet: case FieldId::kFdCipName: case FieldId::kFdNet:
+      return type == EventType::kConnect;
+    default: return false;
+  }
 }
 
 void AppendValueText(const FieldValue& v, std::string* out) {

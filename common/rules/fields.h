@@ -72,6 +72,7 @@ struct BoundField {
   int index = -1;       // numeric argument, -1 when none
   bool multi = false;   // iterate values (ancestors, names of an address)
   FieldType type = FieldType::kString;  // after transformers
+  int built = -1;       // text built from parts (proc.cmdline...): its ExtractContext::built slot
 };
 
 // Resolves `name` with optional `[arg]`; evt.arg.NAME and aws.* are
@@ -89,18 +90,50 @@ struct FieldValue {
 class Resolver;
 
 struct ExtractContext {
+  // Sets the event to read, forgetting what was derived from the last one.
+  void SetEvent(const event::Event* e) {
+    event = e;
+    fd_slash = kSlashNotYet;
+    built_ready = 0;
+  }
   const event::Event* event = nullptr;
+  // Where fd.name's last '/' is (npos: none), found once per event:
+  // fd.directory and fd.filename are read by several rules.
+  static constexpr size_t kSlashNotYet = std::string_view::npos - 1;
+  mutable size_t fd_slash = kSlashNotYet;
+  // Texts built from parts (proc.args, proc.cmdline, evt.args...), built
+  // once per event: several rules test them (bit i of built_ready: built[i]
+  // holds this event's). The strings keep their capacity.
+  static constexpr int kBuiltSlots = 7;
+  mutable std::string built[kBuiltSlots];
+  mutable uint8_t built_ready = 0;
   const Resolver* resolver = nullptr;  // for fd.*.name; may be null
   // The resolver's table, taken on first use for this event (most events
   // never need it, and taking it locks a mutex).
   mutable std::shared_ptr<const ResolvedNames> names;
   const ResolvedNames* Names() const;
+  // When not 0, stands for event->fd.typechar (MayMatch tries 'f' and 'd'
+  // for an open whose target is not known yet).
+  char typechar = 0;
 };
 
 // Extracts value number `k` (0 for single-valued fields; ancestors and
 // address names count up until false). Returns false when there is no such
 // value (<NA>). `scratch` receives text that does not exist in the event.
 bool ExtractField(const BoundField& f, const ExtractContext& ctx, int k, std::string* scratch, FieldValue* out);
+
+// For Engine::MayMatch: whether field `f` of an event of type `type` takes
+// its value from the syscall's result (evt.res, fd.num of an open...), see
+// rules.h. The file type of an open (fd.typechar 'f' or 'd') is handled
+// apart: MayMatch tries both (OpenTypeIsResult).
+bool IsResultField(const BoundField& f, event::EventType type);
+// Whether events of `type` are opens, whose fd.typechar is known only after
+// the call.
+bool OpenTypeIsResult(event::EventType type);
+
+// Position of the last '/' in s, or npos (memrchr: paths are long and
+// fd.directory / fd.filename / basename() run on most events).
+size_t LastSlash(std::string_view s);
 
 // Renders a value as Falco prints it; appends to *out.
 void AppendValueText(const FieldValue& v, std::string* out);

@@ -1,6 +1,7 @@
 #include "common/rules/filter.h"
 
 #include <arpa/inet.h>
+#include <re2/re2.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -140,10 +141,34 @@ struct SvHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
 };
 
+// Exact-match set for `in` over many strings: a length filter first (most
+// values, paths especially, have a length no member has), then a hash
+// lookup.
+class StringSet {
+ public:
+  void Insert(const std::string& s) {
+    if (s.size() < kLengths) lengths_.set(s.size());
+    else long_ = true;
+    set_.insert(s);
+  }
+  bool Contains(std::string_view s) const {
+    if (s.size() < kLengths ? !lengths_.test(s.size()) : !long_) return false;
+    return set_.find(s) != set_.end();
+  }
+  bool empty() const { return set_.empty(); }
+
+ private:
+  static constexpr size_t kLengths = 256;
+  std::bitset<kLengths> lengths_;
+  bool long_ = false;
+  std::unordered_set<std::string, SvHash, std::equal_to<>> set_;
+};
+
 class ConstFilter : public Filter {
  public:
   explicit ConstFilter(bool v) : v_(v) {}
   bool Eval(EvalContext&) const override { return v_; }
+  Tri May(EvalContext&) const override { return v_ ? Tri::kTrue : Tri::kFalse; }
   int Cost() const override { return 0; }
   bool value() const { return v_; }
 
@@ -169,14 +194,30 @@ class BoolFilter : public Filter {
     }
     if (c_.empty()) c_.push_back(std::make_unique<ConstFilter>(kIsAnd));
     std::stable_sort(c_.begin(), c_.end(), [](const auto& a, const auto& b) { return a->Cost() < b->Cost(); });
+    // Expected cost when each child decides half the time: c0 + c1/2 +
+    // c2/4... A macro of several cheap checks (open_write) is then cheaper
+    // than one string check, and runs first, where its memo serves every
+    // rule that uses it.
     cost_ = 0;
-    for (const auto& c : c_) cost_ += c->Cost();
+    for (size_t i = 0; i < c_.size() && i < 16; ++i) cost_ += c_[i]->Cost() >> i;
+    cost_ = std::max(cost_, 1);
   }
   bool Eval(EvalContext& ctx) const override {
     for (const auto& f : c_) {
       if (f->Eval(ctx) != kIsAnd) return !kIsAnd;
     }
     return kIsAnd;
+  }
+  // False and Unknown = False, True or Unknown = True.
+  Tri May(EvalContext& ctx) const override {
+    constexpr Tri kDecides = kIsAnd ? Tri::kFalse : Tri::kTrue;
+    bool unknown = false;
+    for (const auto& f : c_) {
+      Tri v = f->May(ctx);
+      if (v == kDecides) return v;
+      unknown |= v == Tri::kUnknown;
+    }
+    return unknown ? Tri::kUnknown : kIsAnd ? Tri::kTrue : Tri::kFalse;
   }
   int Cost() const override { return cost_; }
 
@@ -191,6 +232,10 @@ class NotFilter : public Filter {
  public:
   explicit NotFilter(std::unique_ptr<Filter> c) : c_(std::move(c)) {}
   bool Eval(EvalContext& ctx) const override { return !c_->Eval(ctx); }
+  Tri May(EvalContext& ctx) const override {
+    Tri v = c_->May(ctx);
+    return v == Tri::kUnknown ? v : v == Tri::kTrue ? Tri::kFalse : Tri::kTrue;
+  }
   // Negations are mostly exceptions that rarely hold: test them last.
   int Cost() const override { return c_->Cost() + 20; }
 
@@ -203,15 +248,24 @@ class MemoFilter : public Filter {
  public:
   MemoFilter(std::shared_ptr<const Filter> inner, size_t slot) : inner_(std::move(inner)), slot_(slot) {}
   bool Eval(EvalContext& ctx) const override {
-    if (ctx.memo_epoch[slot_] == ctx.epoch) return ctx.memo_value[slot_];
-    bool v = inner_->Eval(ctx);
-    ctx.memo_epoch[slot_] = ctx.epoch;
-    ctx.memo_value[slot_] = v;
-    return v;
+    return Remembered(ctx.memo_epoch, ctx.memo_value, ctx.epoch, [&] { return uint8_t{inner_->Eval(ctx)}; });
+  }
+  Tri May(EvalContext& ctx) const override {
+    return Remembered(ctx.may_epoch, ctx.may_value, ctx.epoch, [&] { return inner_->May(ctx); });
   }
   int Cost() const override { return inner_->Cost(); }
 
  private:
+  // The macro's value for the current event (epoch), computed once.
+  template <typename T, typename Compute>
+  T Remembered(std::vector<uint64_t>& epochs, std::vector<T>& values, uint64_t epoch, Compute compute) const {
+    if (epochs[slot_] != epoch) {
+      values[slot_] = compute();
+      epochs[slot_] = epoch;
+    }
+    return values[slot_];
+  }
+
   std::shared_ptr<const Filter> inner_;
   size_t slot_;
 };
@@ -224,6 +278,7 @@ class EventTypeFilter : public Filter {
     size_t t = static_cast<size_t>(ctx.x.event->type);
     return t < types_.size() && types_.test(t);
   }
+  Tri May(EvalContext& ctx) const override { return Eval(ctx) ? Tri::kTrue : Tri::kFalse; }
   int Cost() const override { return 1; }
 
  private:
@@ -236,6 +291,12 @@ class CheckFilter : public Filter {
 
   // Prepares the values; false with *why on a type mismatch.
   bool Init(const std::vector<std::string>& values, const CompiledField* rhs, std::string* why, int* bad) {
+    for (size_t type = 0; type < event::kEventTypeCount; ++type) {
+      auto t = static_cast<event::EventType>(type);
+      after_result_[type] = IsResultField(lhs_.field, t) || (rhs && IsResultField(rhs->field, t));
+    }
+    FieldId id = lhs_.field.info->id;
+    file_type_only_ = !rhs && (id == FieldId::kFdTypechar || id == FieldId::kFdType);
     *bad = -1;
     if (rhs) {
       rhs_ = std::make_unique<CompiledField>(*rhs);
@@ -258,13 +319,13 @@ class CheckFilter : public Filter {
     }
     if (op_ == Op::kRegex) {
       for (size_t i = 0; i < strs_.size(); ++i) {
-        try {
-          regexes_.emplace_back(strs_[i], std::regex::ECMAScript | std::regex::optimize);
-        } catch (const std::regex_error& e) {
-          *why = "invalid regular expression '" + strs_[i] + "': " + e.what();
+        auto re = std::make_unique<re2::RE2>(strs_[i], re2::RE2::Quiet);
+        if (!re->ok()) {
+          *why = "invalid regular expression '" + strs_[i] + "': " + re->error();
           *bad = static_cast<int>(i);
           return false;
         }
+        regexes_.push_back(std::move(re));
       }
     }
     if (op_ == Op::kPmatch) {
@@ -319,14 +380,13 @@ class CheckFilter : public Filter {
       return false;
     }
     if (t == FieldType::kString && (op_ == Op::kIn || op_ == Op::kIntersects) && strs_.size() > 4) {
-      for (const auto& s : strs_) set_.insert(s);
+      for (const auto& s : strs_) set_.Insert(s);
     }
     if (!IsSetOp(op_) && op_ != Op::kExists && strs_.size() != 1 && op_ != Op::kPmatch) {
       *why = "operator " + OpText() + " takes one value";
       return false;
     }
     // Cost: what extraction and comparison take, roughly in string compares.
-    FieldId id = lhs_.field.info->id;
     bool built = id == FieldId::kProcCmdline || id == FieldId::kProcArgs || id == FieldId::kProcPcmdline ||
                  id == FieldId::kProcExeline || id == FieldId::kProcEnv || id == FieldId::kThreadCapEffective ||
                  id == FieldId::kEvtArgs || id == FieldId::kEvtArg;
@@ -339,6 +399,13 @@ class CheckFilter : public Filter {
     return true;
   }
 
+  Tri May(EvalContext& ctx) const override {
+    size_t type = static_cast<size_t>(ctx.x.event->type);
+    if (type < event::kEventTypeCount && after_result_[type]) return Tri::kUnknown;
+    if (ctx.only_file_type && !file_type_only_) return Tri::kUnknown;
+    return Eval(ctx) ? Tri::kTrue : Tri::kFalse;
+  }
+
   int Cost() const override { return cost_; }
 
   bool Eval(EvalContext& ctx) const override {
@@ -346,7 +413,9 @@ class CheckFilter : public Filter {
     bool any = false;
     for (int k = 0;; ++k) {
       FieldValue v;
-      if (!GetValue(lhs_, ctx, k, 0, &v)) break;
+      bool got = lhs_.transformers.empty() ? ExtractField(lhs_.field, ctx.x, k, &ctx.scratch[0], &v)
+                                           : GetValue(lhs_, ctx, k, 0, &v);
+      if (!got) break;
       if (op_ == Op::kExists) return true;
       bool r = rhs_ ? CompareField(v, ctx) : Compare(v, ctx);
       if (!multi) return r;
@@ -417,7 +486,7 @@ class CheckFilter : public Filter {
       case Op::kNe: return s != strs_[0];
       case Op::kIn:
       case Op::kIntersects:
-        if (!set_.empty()) return set_.find(s) != set_.end();
+        if (!set_.empty()) return set_.Contains(s);
         return std::find(strs_.begin(), strs_.end(), s) != strs_.end();
       case Op::kLt: return s < strs_[0];
       case Op::kLe: return s <= strs_[0];
@@ -437,7 +506,7 @@ class CheckFilter : public Filter {
         }
         return false;
       case Op::kRegex:
-        return std::regex_search(s.begin(), s.end(), regexes_[0]);
+        return re2::RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *regexes_[0]);
       case Op::kExists: return true;
     }
     return false;
@@ -489,9 +558,13 @@ class CheckFilter : public Filter {
   std::vector<std::string> strs_;
   std::vector<int64_t> nums_;
   std::vector<Net> nets_;
-  std::vector<std::regex> regexes_;
-  std::unordered_set<std::string, SvHash, std::equal_to<>> set_;
+  // RE2, as Falco: linear time and no recursion, whatever the input.
+  std::vector<std::unique_ptr<re2::RE2>> regexes_;
+  StringSet set_;
   int cost_ = 0;
+  // Event types where this check waits for the syscall's result.
+  std::bitset<event::kEventTypeCount> after_result_;
+  bool file_type_only_ = false;  // on fd.typechar / fd.type: see only_file_type
 };
 
 }  // namespace
@@ -545,7 +618,7 @@ bool GetValue(const CompiledField& f, EvalContext& ctx, int k, int side, FieldVa
         next = 3 - next;
         break;
       case Transformer::kBasename: {
-        size_t slash = out->str.rfind('/');
+        size_t slash = LastSlash(out->str);
         if (slash != std::string_view::npos) out->str = out->str.substr(slash + 1);
         break;
       }

@@ -8,7 +8,6 @@
 #pragma once
 
 #include <memory>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -17,6 +16,10 @@
 #include "common/rules/fields.h"
 
 namespace sidetrace::rules {
+
+// Three-valued truth for Engine::MayMatch (Kleene's logic): a check on a
+// field known only after the syscall ran is kUnknown.
+enum class Tri : uint8_t { kFalse = 0, kTrue = 1, kUnknown = 2 };
 
 struct EvalContext {
   ExtractContext x;
@@ -27,12 +30,22 @@ struct EvalContext {
   uint64_t epoch = 0;
   std::vector<uint64_t> memo_epoch;
   std::vector<uint8_t> memo_value;
+  // The same for MayMatch, whose macro results are three-valued.
+  std::vector<uint64_t> may_epoch;
+  std::vector<Tri> may_value;
+  // Set while the engine asks, at load time, whether a rule can match an
+  // open of a directory at all: May() then knows only evt.type and
+  // fd.typechar/fd.type (x.typechar), every other check is kUnknown.
+  bool only_file_type = false;
 };
 
 class Filter {
  public:
   virtual ~Filter() = default;
   virtual bool Eval(EvalContext& ctx) const = 0;
+  // Eval before the syscall's result is known: kUnknown where the outcome
+  // depends on it (WhenKnown in fields.h).
+  virtual Tri May(EvalContext& ctx) const = 0;
   // Rough evaluation cost, used to test cheap conditions first: and/or are
   // commutative here because checks have no side effects.
   virtual int Cost() const = 0;

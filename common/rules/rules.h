@@ -14,7 +14,8 @@
 //
 // Thread-safety: an Engine is immutable after loading; Evaluate and
 // MakeAlert are const and may run concurrently on several threads (scratch
-// space is per thread). Evaluate allocates nothing in steady state.
+// space is per thread). Evaluate and MayMatch allocate nothing in steady
+// state.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -144,11 +145,37 @@ class Engine {
   void Evaluate(const event::Event& e, F&& on_match) const {
     size_t t = static_cast<size_t>(e.type);
     if (t >= event::kEventTypeCount) return;
-    BeginEvent();
+    BeginEvent(e);
     for (const RuleSlot& slot : by_type_[t]) {
-      if (Matches(slot, e)) on_match(*slot.rule);
+      if (Matches(slot)) on_match(*slot.rule);
     }
   }
+
+  // Whether some enabled rule could match e once the syscall's result is
+  // known: checks on result fields count as "maybe" (three-valued logic
+  // through and/or/not and memoised macros). False means no rule can
+  // match whatever the call returns. Allocates nothing in steady state.
+  //
+  // For the agent at a syscall's entry, to decide whether the result is
+  // worth learning (emulating the call) or the kernel may run it unseen.
+  // e is filled as far as known before the call; its result fields are
+  // ignored. The result fields, by event type:
+  //   - every event: evt.res, evt.rawres, evt.failed, evt.args,
+  //     evt.arg.res, and evt.arg[N] (a position may hold the result);
+  //   - open, openat, openat2, creat, accept, accept4, socket, memfd_create,
+  //     dup, dup2, dup3 (the result is a new descriptor): fd.num, evt.arg.fd;
+  //   - open, openat, openat2, creat: whether the path turns out to be a
+  //     file or a directory (fd.type, fd.typechar, fd.directory,
+  //     fd.filename): e is evaluated as both (e.fd.typechar is ignored),
+  //     and MayMatch is true when either may match;
+  //   - accept, accept4: every fd.* field (the connection is the result);
+  //   - connect: the local end and what depends on it (fd.name, fd.nameraw,
+  //     fd.lip, fd.lport, fd.lnet, fd.cip, fd.cport, fd.cnet, fd.cip.name,
+  //     fd.net) and fd.connected. The server end (fd.sip, fd.sport,
+  //     fd.sip.name, fd.rip...) is the argument, known.
+  // Everything else (paths, flags, other arguments, proc.*, user.*,
+  // container.*) is taken from e as it is.
+  bool MayMatch(const event::Event& e) const;
 
   Alert MakeAlert(const Rule& rule, const event::Event& e) const;
 
@@ -170,13 +197,19 @@ class Engine {
   Engine();
   static Result<std::unique_ptr<Engine>> Build(const std::vector<RuleSource>& sources, const LoadOptions& options,
                                                LoadReport* report);
-  void BeginEvent() const;  // forgets the macro results of the previous event
-  bool Matches(const RuleSlot& slot, const event::Event& e) const;
+  // Makes e the event of this thread's evaluation context, forgetting the
+  // macro results of the previous one.
+  void BeginEvent(const event::Event& e) const;
+  bool Matches(const RuleSlot& slot) const;  // on the event BeginEvent set
+  void IndexDirectoryOpens();                 // fills by_type_dir_
 
   std::unique_ptr<CompiledRules> compiled_;
   std::vector<const Rule*> enabled_;
   std::vector<const Rule*> all_;
   std::vector<RuleSlot> by_type_[event::kEventTypeCount];
+  // For MayMatch on opens: the slots of by_type_ that can match when the
+  // path turns out to be a directory (most rules need fd.typechar 'f').
+  std::vector<RuleSlot> by_type_dir_[event::kEventTypeCount];
   std::bitset<event::kEventTypeCount> event_types_;
   std::unique_ptr<Resolver> resolver_;
   std::string hostname_;

@@ -270,3 +270,50 @@ TEST_CASE("the demo scenario raises exactly the two expected alerts", "[rules]")
   CHECK(alert["output_fields"]["fd.rport"] == 3333);
   CHECK(alert["output_fields"]["proc.cmdline"] == "curl 203.0.113.10:3333");
 }
+
+TEST_CASE("MayMatch on the default policies: open results worth learning", "[rules][maymatch]") {
+  auto web = Proc("python3", {"app.py"}, Proc("sidetrace-agent"));
+  auto nginx = Proc("nginx", {"-g", "daemon off;"});
+  CHECK(Policies().MayMatch(Open(web, "/etc/shadow").e));
+  CHECK(Policies().MayMatch(WithRes(Open(web, "/etc/shadow", O_RDONLY, -1), -EACCES).e));
+  CHECK_FALSE(Policies().MayMatch(Open(nginx, "/usr/lib/x86_64-linux-gnu/libc.so.6").e));
+  CHECK_FALSE(Policies().MayMatch(Open(nginx, "/var/www/html/index.html").e));
+  CHECK_FALSE(Policies().MayMatch(Open(web, "/app/templates/index.html").e));
+  CHECK(Policies().MayMatch(Open(web, "/etc/passwd", O_WRONLY).e));  // Write below etc
+  CHECK(Policies().MayMatch(Open(nginx, "/root/.bashrc", O_WRONLY | O_APPEND).e));
+  CHECK_FALSE(Policies().MayMatch(Open(nginx, "/root/.bashrc", O_RDONLY).e));  // reading it is fine
+}
+
+// MayMatch must never say "no" where some result would make a rule match:
+// every event of every case, with its result and file type varied, as the
+// agent could report them after the call.
+TEST_CASE("MayMatch is sound: false only when no result can match", "[rules][maymatch]") {
+  int maybe = 0, total = 0;
+  for (const auto& [rule, c] : Cases()) {
+    std::vector<TestEvent> all = c.fires;
+    all.insert(all.end(), c.benign.begin(), c.benign.end());
+    for (const auto& ev : all) {
+      const bool may = Policies().MayMatch(ev.e);
+      ++total;
+      maybe += may;
+      for (int64_t res : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{-ENOENT}, int64_t{-EACCES},
+                          int64_t{-EINPROGRESS}, int64_t{-ECONNREFUSED}}) {
+        for (char typechar : {'f', 'd'}) {
+          TestEvent v = ev;
+          v.e.res = res;
+          if (v.e.type == EventType::kOpenat || v.e.type == EventType::kOpen) {
+            v.e.fd.num = res >= 0 ? res : -1;
+            v.e.fd.typechar = typechar;
+          }
+          if (v.e.type == EventType::kConnect) v.e.fd.connected = res == 0 || res == -EINPROGRESS;
+          INFO(rule << ": " << sidetrace::event::EventTypeName(ev.e.type) << " " << ev.e.fd.name << " res " << res << " "
+                    << typechar);
+          CHECK(Policies().MayMatch(v.e) == may);  // the result is ignored
+          if (!may) CHECK(Fired(Policies(), v.e).empty());
+        }
+      }
+    }
+  }
+  CHECK(maybe > 0);
+  CHECK(maybe < total);  // some events are decided "no" without their result
+}
