@@ -229,12 +229,19 @@ int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
 
 void Store::Checkpointer() {
   pthread_setname_np(pthread_self(), "st-checkpoint");
+  int copied_frames = 0;  // of the current WAL, by the last checkpoint
   std::unique_lock lock(checkpoint_mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
-    int64_t wal_bytes = static_cast<int64_t>(wal_frames_.load()) * page_size_;
-    if (wal_bytes < kWalCheckpointBytes) continue;
+    int frames = wal_frames_.load();
+    if (frames < copied_frames) copied_frames = 0;  // the WAL was restarted
+    int64_t wal_bytes = static_cast<int64_t>(frames) * page_size_;
+    int64_t uncopied = static_cast<int64_t>(frames - copied_frames) * page_size_;
+    // Each checkpoint writes every page changed since the last one once and
+    // syncs the database file: waiting for 16 MB of new frames lets pages
+    // that many commits touch (index leaves) be written once.
+    if (uncopied < kWalCheckpointBytes && wal_bytes < 4 * kWalCheckpointBytes) continue;
     lock.unlock();
     // PASSIVE never blocks the writer; a later writer restarts the WAL from
     // its start once a checkpoint has copied all of it. Under steady ingest
@@ -242,13 +249,18 @@ void Store::Checkpointer() {
     // never happens: RESTART then waits for the current transaction, copies
     // the frames PASSIVE left, and holds the next commit back until done.
     int mode = wal_bytes >= 4 * kWalCheckpointBytes ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
-    int log = 0, copied = 0;
+    int log = 0, copied = 0;  // frames in the WAL, frames copied so far
     int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, mode, &log, &copied);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
       log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
     log::Debug("checkpoint", "mode={} rc={} wal_frames={} copied={}",
                mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "passive", rc, log, copied);
     checkpoints_++;
+    copied_frames = std::max(copied, 0);
+    if (mode == SQLITE_CHECKPOINT_RESTART && rc == SQLITE_OK) {
+      wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
+      copied_frames = 0;
+    }
     lock.lock();
   }
 }
