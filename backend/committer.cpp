@@ -19,13 +19,15 @@ int64_t NowNs() {
 Committer::Committer(Store* store, Metrics* metrics, size_t max_group_alerts)
     : store_(store), metrics_(metrics), max_group_alerts_(max_group_alerts), thread_([this] { Run(); }) {}
 
-Committer::~Committer() {
+Committer::~Committer() { Stop(); }
+
+void Committer::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void Committer::Submit(std::shared_ptr<const Batch> batch, Done done) {

@@ -12,8 +12,9 @@
 // committed (with that batch's result) or failed (with the error; nothing
 // of the batch is stored then). Batches commit in Submit() order. A group
 // holds at most `max_group_alerts` alerts (at least one batch).
-// Thread-safety: Submit() from any thread. The destructor commits what is
-// queued, then stops.
+// Thread-safety: Submit() from any thread. Stop() (also run by the
+// destructor) commits what is queued, answers it, then joins the thread;
+// call it while everything the `done` callbacks use is still alive.
 #pragma once
 
 #include <condition_variable>
@@ -37,6 +38,7 @@ class Committer {
   Committer& operator=(const Committer&) = delete;
 
   void Submit(std::shared_ptr<const Batch> batch, Done done);
+  void Stop();
 
  private:
   struct Item {

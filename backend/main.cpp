@@ -247,6 +247,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < o.threads; ++i) threads.emplace_back([&] { io.run(); });
   io.run();
   for (auto& t : threads) t.join();
+  // Batches parsed before the stop are committed and answered (into the
+  // stopped io_context) while the Service and the io_context still exist.
+  committer.Stop();
   {
     std::lock_guard lock(stop_mu);
     stopping = true;

@@ -18,7 +18,7 @@ void Metrics::ObserveBatch(double seconds) {
   ++hist_count_;
 }
 
-std::string Metrics::Render(int64_t db_bytes) const {
+std::string Metrics::Render(int64_t db_bytes, uint64_t db_checkpoints) const {
   std::string out;
   auto counter = [&](const char* name, const char* help, uint64_t v, const char* type = "counter") {
     out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", name, help, type, v);
@@ -41,6 +41,7 @@ std::string Metrics::Render(int64_t db_bytes) const {
   counter("sidetrace_forward_queue", "Alerts waiting for webhook delivery.", forward_queue.load(), "gauge");
   out += fmt::format("# HELP sidetrace_db_bytes Database size on disk (main file, WAL, shm).\n"
                      "# TYPE sidetrace_db_bytes gauge\nsidetrace_db_bytes {}\n", db_bytes);
+  counter("sidetrace_db_checkpoints_total", "Background WAL checkpoints run.", db_checkpoints);
   std::lock_guard lock(mu_);
   out += "# HELP sidetrace_ingest_rejected_total Ingest requests rejected, by reason.\n"
          "# TYPE sidetrace_ingest_rejected_total counter\n";

@@ -36,8 +36,8 @@ class Metrics {
   // Records the latency of one ingest batch (receive to commit).
   void ObserveBatch(double seconds);
 
-  // Prometheus text exposition; `db_bytes` is sampled by the caller.
-  std::string Render(int64_t db_bytes) const;
+  // Prometheus text exposition; the database figures are sampled by the caller.
+  std::string Render(int64_t db_bytes, uint64_t db_checkpoints) const;
 
  private:
   static constexpr double kBuckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};

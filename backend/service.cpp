@@ -215,7 +215,7 @@ Reply Service::HandleHttp(Request& req) {
   }
   if (path == "/healthz") return Health();
   if (path == "/metrics")
-    return Make(http::status::ok, metrics_->Render(store_->FileBytes()), "text/plain; version=0.0.4");
+    return Make(http::status::ok, metrics_->Render(store_->FileBytes(), store_->checkpoints()), "text/plain; version=0.0.4");
   if (path == "/api/events") return ListEvents(req, query, false);
   if (path == "/api/events.ndjson") return ListEvents(req, query, true);
   if (path.rfind("/api/events/", 0) == 0) {

@@ -148,10 +148,12 @@ Status Store::Init() {
   // WAL: readers never block the writer and vice versa. synchronous: see
   // the header. No automatic checkpoints: they would run inside a COMMIT
   // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
-  // page_size applies to a new, empty database only (before WAL mode).
-  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
+  // Pages stay at SQLite's 4 KiB: every alert dirties a random leaf of the
+  // uuid index, so the WAL grows by about a page per alert at scale, and
+  // larger pages multiply that.
+  Status st = Exec(writer_, fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
                                         "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
-                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 2)
+                                        SyncName(options_.sync), kWalCheckpointBytes * 4)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
@@ -210,6 +212,9 @@ Status Store::Init() {
   auto c = OpenConnection(path_, false);
   if (!c.ok()) return c.status();
   checkpointer_db_ = *c;
+  // A connection opens the WAL lazily; until it has, checkpoints do nothing.
+  st = Exec(checkpointer_db_, "PRAGMA journal_mode=WAL");
+  if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   sqlite3_wal_hook(writer_, &Store::OnWalCommit, this);
   checkpointer_ = std::thread([this] { Checkpointer(); });
   return Status::Ok();
@@ -224,23 +229,38 @@ int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
 
 void Store::Checkpointer() {
   pthread_setname_np(pthread_self(), "st-checkpoint");
+  int copied_frames = 0;  // of the current WAL, by the last checkpoint
   std::unique_lock lock(checkpoint_mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
-    int64_t wal_bytes = static_cast<int64_t>(wal_frames_.load()) * page_size_;
-    if (wal_bytes < kWalCheckpointBytes) continue;
+    int frames = wal_frames_.load();
+    if (frames < copied_frames) copied_frames = 0;  // the WAL was restarted
+    int64_t wal_bytes = static_cast<int64_t>(frames) * page_size_;
+    int64_t uncopied = static_cast<int64_t>(frames - copied_frames) * page_size_;
+    // Each checkpoint writes every page changed since the last one once and
+    // syncs the database file: waiting for 16 MB of new frames lets pages
+    // that many commits touch (index leaves) be written once.
+    if (uncopied < kWalCheckpointBytes && wal_bytes < 4 * kWalCheckpointBytes) continue;
     lock.unlock();
     // PASSIVE never blocks the writer; a later writer restarts the WAL from
-    // its start once a checkpoint has copied all of it. If commits keep the
-    // WAL from ever being fully copied, RESTART waits for the writer's
-    // current transaction and briefly holds the next one back.
+    // its start once a checkpoint has copied all of it. Under steady ingest
+    // a commit always begins while the checkpoint is still copying, so that
+    // never happens: RESTART then waits for the current transaction, copies
+    // the frames PASSIVE left, and holds the next commit back until done.
     int mode = wal_bytes >= 4 * kWalCheckpointBytes ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
-    int log = 0, copied = 0;
+    int log = 0, copied = 0;  // frames in the WAL, frames copied so far
     int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, mode, &log, &copied);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
       log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
+    log::Debug("checkpoint", "mode={} rc={} wal_frames={} copied={}",
+               mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "passive", rc, log, copied);
     checkpoints_++;
+    copied_frames = std::max(copied, 0);
+    if (mode == SQLITE_CHECKPOINT_RESTART && rc == SQLITE_OK) {
+      wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
+      copied_frames = 0;
+    }
     lock.lock();
   }
 }

@@ -3,10 +3,13 @@
 # batches of 1,000 realistic alerts) and prints one table row per variant:
 # sync full/normal x serial (W=1) / pipelined (W=4).
 #   BUILD=build bench/backend/run.sh [BATCHES]
-# Builds what it needs first; unattended, ~1-2 minutes on an idle machine.
+# Configures BUILD if needed and builds what it needs; then unattended,
+# ~1-2 minutes on an idle machine.
 set -euo pipefail
 BUILD=${BUILD:-build}
 BATCHES=${1:-200}
+cd "$(dirname "$0")/../.."
+[[ -f $BUILD/build.ninja ]] || cmake -S . -B "$BUILD" -G Ninja >/dev/null
 ninja -C "$BUILD" sidetrace-backend backend_ingest_bench >/dev/null
 echo "| sync | pipeline | events/s | batch p50 | batch p99 | backend CPU / batch (committer) | load avg before |"
 echo "|---|---|---|---|---|---|---|"
