@@ -38,7 +38,7 @@ struct Flags {
   std::string events_out, log_level = "warn", mode = "auto", emulate;
   bool fail_closed = false;
   std::vector<std::string> rules;
-  std::string alerts_out = "-", min_priority = "debug", resolve = "hosts";
+  std::string alerts_out = "-", min_priority = "debug", resolve = "dns";
   std::string orchestrator, access_key, ca_file;
   size_t queue_max = 10000;
   double flush_timeout = 2.0;
@@ -129,8 +129,8 @@ int main(int argc, char** argv) {
        "policies compiled in)")
       ("alerts-out", po::value(&f.alerts_out)->default_value("-"), "write alerts as Falco JSON lines to PATH ('-': stderr)")
       ("min-priority", po::value(&f.min_priority)->default_value("debug"), "disable rules less severe than this")
-      ("resolve", po::value(&f.resolve)->default_value("hosts"),
-       "how fd.sip.name resolves rule domain lists: hosts (/etc/hosts only), dns (blocks start-up while resolving) or off")
+      ("resolve", po::value(&f.resolve)->default_value("dns"),
+       "how fd.sip.name resolves rule domain lists: dns (the system resolver and /etc/hosts, in the background, refreshed every 5 min), hosts (/etc/hosts only) or off")
       ("orchestrator", po::value(&f.orchestrator), "send alerts to sidetrace-orchestrator at HOST:PORT (port 6667 by default)")
       ("access-key", po::value(&f.access_key), "access key for the orchestrator (prefer SIDETRACE_ACCESS_KEY; never logged)")
       ("queue-max", po::value(&f.queue_max)->default_value(10000), "alerts kept until the orchestrator acks them; overflow drops the oldest")

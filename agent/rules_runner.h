@@ -35,7 +35,7 @@ class RulesRunner {
     std::vector<std::string> paths;  // files or folders; empty: the bundled policies
     std::string alerts_out = "-";    // "-" is stderr
     std::string min_priority = "debug";
-    std::string resolve = "hosts";   // dns|hosts|off, for fd.sip.name
+    std::string resolve = "dns";     // dns|hosts|off, for fd.sip.name
   };
   static Result<std::unique_ptr<RulesRunner>> Create(const Options& options);
   ~RulesRunner();

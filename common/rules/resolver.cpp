@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <unordered_set>
 
 #include "common/util/log.h"
@@ -48,41 +49,55 @@ void ResolvedNames::Add(const event::SocketAddress& addr, const std::string& nam
   if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
 }
 
+struct Resolver::Shared {
+  ResolveMode mode;
+  std::vector<std::string> domains;
+  std::string hosts_path;
+  std::chrono::seconds refresh;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;                              // guarded by mu
+  std::shared_ptr<const ResolvedNames> current;  // guarded by mu
+};
+
 Resolver::Resolver(ResolveMode mode, std::vector<std::string> domains, std::string hosts_path,
                    std::chrono::seconds refresh)
-    : mode_(mode), domains_(std::move(domains)), hosts_path_(std::move(hosts_path)), refresh_(refresh),
-      current_(std::make_shared<ResolvedNames>()) {
-  if (mode_ == ResolveMode::kOff || domains_.empty()) return;
-  if (mode_ == ResolveMode::kHosts) RefreshNow();
-  thread_ = std::thread([this] { Loop(); });
+    : shared_(std::make_shared<Shared>()) {
+  shared_->mode = mode;
+  shared_->domains = std::move(domains);
+  shared_->hosts_path = std::move(hosts_path);
+  shared_->refresh = refresh;
+  shared_->current = std::make_shared<ResolvedNames>();
+  if (mode == ResolveMode::kOff || shared_->domains.empty()) return;
+  if (mode == ResolveMode::kHosts) RefreshNow();
+  std::thread([s = shared_] { Loop(s); }).detach();
 }
 
 Resolver::~Resolver() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    shared_->stop = true;
   }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  shared_->cv.notify_all();
 }
 
 std::shared_ptr<const ResolvedNames> Resolver::Snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return current_;
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->current;
 }
 
 void Resolver::RefreshNow() {
-  auto table = ResolveAll();
-  std::lock_guard<std::mutex> lock(mu_);
-  current_ = std::move(table);
+  auto table = ResolveAll(*shared_);
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  shared_->current = std::move(table);
 }
 
-std::shared_ptr<ResolvedNames> Resolver::ResolveAll() {
+std::shared_ptr<ResolvedNames> Resolver::ResolveAll(Shared& s) {
   auto table = std::make_shared<ResolvedNames>();
-  if (mode_ == ResolveMode::kHosts) {
+  if (s.mode == ResolveMode::kHosts) {
     std::unordered_set<std::string> wanted;
-    for (const auto& d : domains_) wanted.insert(Lower(d));
-    std::ifstream in(hosts_path_);
+    for (const auto& d : s.domains) wanted.insert(Lower(d));
+    std::ifstream in(s.hosts_path);
     std::string line;
     // hosts(5): address, canonical name, aliases; '#' starts a comment.
     while (std::getline(in, line)) {
@@ -104,10 +119,10 @@ std::shared_ptr<ResolvedNames> Resolver::ResolveAll() {
     }
     return table;
   }
-  for (const auto& d : domains_) {
+  for (const auto& d : s.domains) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) break;
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (s.stop) break;
     }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -132,19 +147,19 @@ std::shared_ptr<ResolvedNames> Resolver::ResolveAll() {
   return table;
 }
 
-void Resolver::Loop() {
-  bool first = mode_ == ResolveMode::kDns;  // kHosts already ran once
+void Resolver::Loop(const std::shared_ptr<Shared>& s) {
+  bool first = s->mode == ResolveMode::kDns;  // kHosts already ran once
   while (true) {
     if (!first) {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, refresh_, [this] { return stop_; })) return;
+      std::unique_lock<std::mutex> lock(s->mu);
+      if (s->cv.wait_for(lock, s->refresh, [&] { return s->stop; })) return;
     }
     first = false;
-    auto table = ResolveAll();
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return;
+    auto table = ResolveAll(*s);
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->stop) return;
     log::Debug("resolved rule domains", "addresses={}", table->size());
-    current_ = std::move(table);
+    s->current = std::move(table);
   }
 }
 

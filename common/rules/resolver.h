@@ -23,7 +23,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -61,6 +60,9 @@ class Resolver {
   // the constructor returns; kDns runs on a background thread.
   Resolver(ResolveMode mode, std::vector<std::string> domains, std::string hosts_path,
            std::chrono::seconds refresh);
+  // Never waits for the background thread: a getaddrinfo() stuck on an
+  // unreachable resolver must not hold up the agent's exit or a policy
+  // swap. The thread owns what it uses and ends after its current lookup.
   ~Resolver();
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
@@ -70,18 +72,11 @@ class Resolver {
   void RefreshNow();
 
  private:
-  std::shared_ptr<ResolvedNames> ResolveAll();
-  void Loop();
+  struct Shared;  // configuration and table, shared with the background thread
+  static std::shared_ptr<ResolvedNames> ResolveAll(Shared& s);
+  static void Loop(const std::shared_ptr<Shared>& s);
 
-  const ResolveMode mode_;
-  const std::vector<std::string> domains_;
-  const std::string hosts_path_;
-  const std::chrono::seconds refresh_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;                              // guarded by mu_
-  std::shared_ptr<const ResolvedNames> current_;  // guarded by mu_
-  std::thread thread_;
+  std::shared_ptr<Shared> shared_;
 };
 
 }  // namespace sidetrace::rules

@@ -270,3 +270,45 @@ TEST_CASE("agent_flags: --help, bad flags and SIDETRACE_ environment") {
   CHECK(env.ExitCode() == 0);
   CHECK(ReadFile(dir / "ev.json").find("\"evt.type\":\"execve\"") != std::string::npos);
 }
+
+// --resolve dns (the default) resolves the rules' domain lists on a
+// background thread; a resolver that never answers must delay neither the
+// workload nor the agent's exit. A private network and mount namespace holds
+// a "resolver" on 127.0.0.53 that swallows every query, so no packet leaves
+// the machine; `getent hosts` in the same place shows a lookup really hangs.
+TEST_CASE("agent_resolver: an unresponsive DNS server does not delay the agent's exit") {
+  if (geteuid() != 0) {
+    WARN("needs root for namespaces; skipped");
+    return;
+  }
+  TempDir dir;
+  {
+    std::ofstream(dir / "resolv.conf") << "nameserver 127.0.0.53\noptions timeout:3 attempts:1\n";
+    std::ofstream script(dir / "run.sh");
+    script << "set -e\n"
+              "ip link set lo up\n"
+              "python3 -c 'import socket,time\n"
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind((\"127.0.0.53\",53))\n"
+              "t=time.time()\n"
+              "while time.time()-t<60: time.sleep(0.2)' &\n"
+              "swallower=$!\n"
+              "mount --bind '" + dir.path + "/resolv.conf' /etc/resolv.conf\n"
+              "sleep 0.5\n"
+              "ms() { echo $(( $(date +%s%N) / 1000000 )); }\n"
+              "t0=$(ms); getent hosts lookup-hangs.example >/dev/null || true; t1=$(ms)\n"
+              "'" + AgentPath() + "' --resolve dns --alerts-out /dev/null -- /bin/true; rc=$?\n"
+              "t2=$(ms)\n"
+              "echo \"lookup_ms=$((t1 - t0)) agent_ms=$((t2 - t1)) rc=$rc\" > '" + dir.path + "/result'\n"
+              "kill $swallower\n";
+  }
+  Child c = Start(dir, {"/usr/bin/unshare", "-n", "-m", "/bin/sh", (dir / "run.sh")});
+  REQUIRE(c.Wait(std::chrono::seconds(120)));
+  std::string result = ReadFile(dir / "result");
+  INFO(result << ReadFile(c.err_path));
+  long lookup_ms = -1, agent_ms = -1;
+  int rc = -1;
+  REQUIRE(sscanf(result.c_str(), "lookup_ms=%ld agent_ms=%ld rc=%d", &lookup_ms, &agent_ms, &rc) == 3);
+  CHECK(rc == 0);
+  REQUIRE(lookup_ms >= 2500);          // the resolver really swallows queries (timeout:3)
+  CHECK(agent_ms < lookup_ms / 2);     // the agent did not wait for the lookup in flight
+}
