@@ -7,6 +7,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <array>
 #include <deque>
 #include <map>
 
@@ -21,6 +22,10 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr size_t kHeaderLimit = 16 * 1024;
+// After refusing a body it did not read, the server reads and drops what the
+// client still sends, at most this much for at most this long, before closing.
+constexpr size_t kDrainMaxBytes = 64 << 20;
+constexpr auto kDrainTime = std::chrono::seconds(5);
 constexpr size_t kSseBacklog = 1000;
 constexpr std::chrono::seconds kSseHeartbeat{15};
 
@@ -125,6 +130,7 @@ class Session : public SseSink {
     }
     if (ec == http::error::body_limit) {
       server_->metrics->Reject("too_large");
+      drain_ = true;
       return SendError(http::status::payload_too_large, "body exceeds the size limit");
     }
     if (ec == http::error::header_limit) return SendError(http::status::request_header_fields_too_large, "headers too large");
@@ -201,9 +207,24 @@ class Session : public SseSink {
   // cancelled first (a TLS shutdown must not overlap a read).
   void Close() {
     stop_reading_ = true;
-    if (!reading_) return derived().DoEof();
+    if (!reading_) return drain_ ? Drain(0) : derived().DoEof();
     close_after_read_ = true;
     beast::get_lowest_layer(derived().stream()).cancel();
+  }
+
+  // A body refused unread (413) may still be arriving: closing now would
+  // make the kernel reset the connection and drop the reply before the
+  // client reads it. So the rest is read and dropped first, bounded.
+  void Drain(size_t drained) {
+    if (drained == 0) {
+      beast::get_lowest_layer(derived().stream()).expires_after(kDrainTime);
+      drain_buf_ = std::make_unique<std::array<char, 16384>>();
+    }
+    derived().stream().async_read_some(
+        asio::buffer(*drain_buf_), [self = derived().shared_from_this(), drained](beast::error_code ec, size_t n) {
+          if (ec || drained + n > kDrainMaxBytes) return self->derived().DoEof();
+          self->Drain(drained + n);
+        });
   }
 
   // --- Server-Sent Events ---
@@ -271,6 +292,8 @@ class Session : public SseSink {
   bool reading_ = false, writing_ = false;
   bool stop_reading_ = false;     // no more requests on this connection
   bool close_after_read_ = false;  // Close() cancelled a pending read
+  bool drain_ = false;             // a refused body may still be arriving
+  std::unique_ptr<std::array<char, 16384>> drain_buf_;
   bool sse_ = false;
   bool closed_ = false;
   std::deque<std::shared_ptr<const std::string>> queue_;

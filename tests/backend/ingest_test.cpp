@@ -275,6 +275,20 @@ TEST_CASE("backend_ingest: gzip and zstd bodies, and the size limit", "[integrat
   auto r = c.PostBatch(BatchBody(big), kKey);
   CHECK(r.status == 413);
   CHECK(f.StoredRows() == 200);
+  // Far over the limit, from a client that writes the whole body before it
+  // reads: the server drops the rest of the body before closing, so the
+  // connection is not reset and the 413 reaches the client.
+  std::vector<json> huge;
+  for (int i = 0; i < 8000; ++i) huge.push_back(MakeAlert("huge-" + std::to_string(i)));
+  std::string huge_body = BatchBody(huge);
+  REQUIRE(huge_body.size() > (8u << 20));
+  for (int round = 0; round < 3; ++round) {
+    HttpClient fresh = f.Ingest();
+    auto rh = fresh.PostBatch(huge_body, kKey);
+    INFO("round " << round << ": " << rh.error);
+    CHECK(rh.status == 413);
+  }
+  CHECK(f.StoredRows() == 200);
 }
 
 TEST_CASE("backend_ingest: agents, read API filters, cursor paging, ndjson, SSE", "[integration]") {
