@@ -1,7 +1,8 @@
 // Ingest throughput of sidetrace-backend from ONE keep-alive TLS connection:
 // starts the real binary on a fresh database (TLS certificates generated
 // here), sends `--batches` batches of `--batch-size` realistic Falco alerts
-// (random v4 uuids, as Falco makes them), and reports events/s, batch
+// (version 7 uuids, time-ordered, as sidetrace-agent makes them; `--uuid v4`:
+// random, as Falco makes them), and reports events/s, batch
 // latency percentiles and the backend's CPU time per batch.
 //
 // --pipeline W: HTTP/1.1 pipelining on that one connection, at most W
@@ -15,7 +16,7 @@
 //
 //   ninja -C build sidetrace-backend backend_ingest_bench
 //   SIDETRACE_BUILD_DIR=build build/bench/backend/backend_ingest_bench [--batches N] [--batch-size N]
-//       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR]
+//       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]
 //   (DIR=/dev/shm separates CPU cost from disk cost)
 #include <zlib.h>
 #include <zstd.h>
@@ -101,9 +102,15 @@ std::string Compress(const std::string& encoding, const std::string& in) {
   return out;
 }
 
-std::string RandomUuid(std::mt19937_64& rng) {
+// An alert id: version 7 (the alert's time in Unix ms, then random bits, as
+// sidetrace-agent makes them) or version 4 (all random, as Falco makes them).
+std::string MakeUuid(std::mt19937_64& rng, bool v7, int64_t time_ns) {
   uint64_t hi = rng(), lo = rng();
-  hi = (hi & ~0xf000ULL) | 0x4000ULL;                  // version 4
+  if (v7) {
+    hi = (static_cast<uint64_t>(time_ns / 1000000) << 16) | 0x7000ULL | (hi & 0x0fffULL);
+  } else {
+    hi = (hi & ~0xf000ULL) | 0x4000ULL;
+  }
   lo = (lo & ~(3ULL << 62)) | (2ULL << 62);            // variant 10
   char buf[40];
   std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", static_cast<unsigned long long>(hi >> 32),
@@ -183,7 +190,7 @@ class PipelinedSender {
 
 int main(int argc, char** argv) {
   int batches = 100, batch_size = 1000, pipeline = 1;
-  std::string encoding, db_dir, sync = "full";
+  std::string encoding, db_dir, sync = "full", uuid = "v7";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batches")) batches = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch-size")) batch_size = std::atoi(argv[i + 1]);
@@ -191,10 +198,12 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--sync")) sync = argv[i + 1];
     else if (!std::strcmp(argv[i], "--encoding")) encoding = argv[i + 1];
     else if (!std::strcmp(argv[i], "--db-dir")) db_dir = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--uuid") && (!std::strcmp(argv[i + 1], "v7") || !std::strcmp(argv[i + 1], "v4")))
+      uuid = argv[i + 1];
     else {
       std::fprintf(stderr,
                    "usage: %s [--batches N] [--batch-size N] [--pipeline W] [--sync full|normal] "
-                   "[--encoding gzip|zstd] [--db-dir DIR]\n",
+                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]\n",
                    argv[0]);
       return 2;
     }
@@ -228,7 +237,7 @@ int main(int argc, char** argv) {
     alerts.reserve(batch_size);
     for (int i = 0; i < batch_size; ++i) {
       int64_t t = t0 + (static_cast<int64_t>(b) * batch_size + i) * 1000;
-      std::string id = RandomUuid(rng);
+      std::string id = MakeUuid(rng, uuid == "v7", t);
       alerts.push_back(i % 5 == 0 ? MakeMinerAlert(id, t) : MakeAlert(id, "Read sensitive file untrusted", "Warning", t));
     }
     std::string body = BatchBody(alerts);
@@ -296,7 +305,7 @@ int main(int argc, char** argv) {
               "the rest (TLS, HTTP, JSON, checkpoints) %.1f ms\n",
               cpu / batches * 1e3, events / cpu, commit_cpu / batches * 1e3, (cpu - commit_cpu) / batches * 1e3);
   std::printf("load average before: %s, after: %s\n", load_before.c_str(), LoadAverage().c_str());
-  std::printf("| %s | W=%d | %.0f | %.1f ms | %.1f ms | %.1f ms (%.1f commit) | %s |\n", sync.c_str(), pipeline,
+  std::printf("| %s | %s | W=%d | %.0f | %.1f ms | %.1f ms | %.1f ms (%.1f commit) | %s |\n", uuid.c_str(), sync.c_str(), pipeline,
               events / wall, pct(0.50) * 1e3, pct(0.99) * 1e3, cpu / batches * 1e3, commit_cpu / batches * 1e3,
               load_before.c_str());
   int rc = stored == events ? 0 : 1;

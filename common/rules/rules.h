@@ -107,7 +107,7 @@ struct Rule {
 
 // Falco's JSON output object for one match.
 struct Alert {
-  std::string uuid;      // random v4
+  std::string uuid;      // version 7: the event's time in ms, then random bits
   uint64_t time_ns = 0;  // the event's time
   std::string rule;
   Priority priority = Priority::kDebug;

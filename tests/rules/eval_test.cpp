@@ -235,8 +235,9 @@ TEST_CASE("outputs and Falco JSON alerts", "[rules]") {
         "00:00:00.123456789: Warning cat read /etc/shadow (gp=<NA> up=CAT uid=0 missing=<NA> arg=O_RDONLY "
         "ok=true 100% done).");
   auto j = a.ToJson();
+  // Version 7: the event's time in Unix ms (1764115200123 = 0x19abd75b87b), then random bits.
   CHECK(std::regex_match(j["uuid"].get<std::string>(),
-                         std::regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")));
+                         std::regex("019abd75-b87b-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")));
   CHECK(j["time"] == "2025-11-26T00:00:00.123456789Z");
   CHECK(j["rule"] == "Read it");
   CHECK(j["priority"] == "Warning");
