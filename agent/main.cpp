@@ -35,7 +35,7 @@ constexpr const char* kUsage =
     "set as an environment variable: --events-out is SIDETRACE_EVENTS_OUT.\n";
 
 struct Flags {
-  std::string events_out, log_level = "warn", mode = "auto", emulate;
+  std::string events_out, log_level = "warn", mode = "auto", emulate, lifecycle;
   bool fail_closed = false;
   std::vector<std::string> rules;
   std::string alerts_out = "-", min_priority = "debug", resolve = "dns";
@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
       ("emulate", po::value(&f.emulate),
        "rules: perform an open for the workload (to learn its exact result) only when a rule may match it; "
        "all: every open; off: never (default: rules, or all with --events-out)")
+      ("lifecycle", po::value(&f.lifecycle),
+       "seccomp: learn execs from the seccomp filter and ptrace only an exec a rule may match; ptrace: ptrace "
+       "fork, clone, exec and exit of every process, a complete record whose descendants cannot outlive the "
+       "agent (default: seccomp, or ptrace with --events-out)")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
@@ -198,6 +202,15 @@ int main(int argc, char** argv) {
   else if (f.emulate == "off") options.emulate = agent::EmulateMode::kOff;
   else {
     std::cerr << "sidetrace-agent: --emulate: expected rules, all or off, got '" << f.emulate << "'\n";
+    return 2;
+  }
+
+  // An events file is a record: every fork, clone, exec and exit in it.
+  if (f.lifecycle.empty()) f.lifecycle = f.events_out.empty() ? "seccomp" : "ptrace";
+  if (f.lifecycle == "seccomp") options.lifecycle = agent::Lifecycle::kSeccomp;
+  else if (f.lifecycle == "ptrace") options.lifecycle = agent::Lifecycle::kPtrace;
+  else {
+    std::cerr << "sidetrace-agent: --lifecycle: expected seccomp or ptrace, got '" << f.lifecycle << "'\n";
     return 2;
   }
 

@@ -73,6 +73,8 @@ constexpr std::array<SysDesc, kSysCount> kSys = {{
     {Sys::kFinitModule, "finit_module", EventType::kFinitModule},
     {Sys::kMount, "mount", EventType::kMount},
     {Sys::kIoUringSetup, "io_uring_setup", EventType::kIoUringSetup},
+    {Sys::kExecve, "execve", EventType::kExecve},
+    {Sys::kExecveat, "execveat", EventType::kExecveat},
 }};
 
 constexpr std::array<uint32_t, 3> kArches = {SCMP_ARCH_X86_64, SCMP_ARCH_X86, SCMP_ARCH_X32};

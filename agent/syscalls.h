@@ -8,8 +8,10 @@
 //   kContinue  the agent records the arguments, then lets the kernel run the
 //              call (SECCOMP_USER_NOTIF_FLAG_CONTINUE); the result is not
 //              observed;
-//   kPtrace    never in the filter: process lifecycle (fork, vfork, clone,
-//              clone3, execve, execveat, exit) arrives as ptrace events.
+//   lifecycle  fork, vfork, clone, clone3 and exit are never in the filter;
+//              execve and execveat are trapped only when the tracer learns
+//              the process lifecycle from seccomp (Lifecycle::kSeccomp, see
+//              tracer.cpp), and arrive as ptrace events otherwise.
 // fcntl is trapped only for F_DUPFD and F_DUPFD_CLOEXEC (an argument check
 // in the filter): its other commands are hot and tell the rules nothing. The
 // i386 fcntl64 entry point is not trapped.
@@ -38,6 +40,7 @@ enum class Sys : uint8_t {
   kSetuid, kSetgid, kSetreuid, kSetregid, kSetresuid, kSetresgid, kSetgroups,
   kSetfsuid, kSetfsgid, kCapset, kUmask,
   kPtrace, kMemfdCreate, kInitModule, kFinitModule, kMount, kIoUringSetup,
+  kExecve, kExecveat,
   kCount
 };
 inline constexpr size_t kSysCount = static_cast<size_t>(Sys::kCount);
@@ -47,7 +50,8 @@ std::string_view SysName(Sys sys);
 // The Falco event a syscall produces, or nullopt for bookkeeping-only ones
 // (setgroups, umask, chroot...).
 std::optional<event::EventType> SysEvent(Sys sys);
-// The syscalls needed to produce `type` (empty for ptrace-only types).
+// The syscalls needed to produce `type` (empty for types only ptrace
+// reports; execve and execveat for the exec events).
 std::vector<Sys> SysForEvent(event::EventType type);
 // Syscalls trapped whatever the rules say, because the process table needs
 // them: credential changes (for open emulation) and cwd/root changes.
@@ -57,6 +61,7 @@ std::vector<Sys> BookkeepingSys();
 class SysSet {
  public:
   void Add(Sys s) { bits_ |= uint64_t{1} << static_cast<int>(s); }
+  void Remove(Sys s) { bits_ &= ~(uint64_t{1} << static_cast<int>(s)); }
   bool Has(Sys s) const { return bits_ & (uint64_t{1} << static_cast<int>(s)); }
   bool empty() const { return bits_ == 0; }
   // Every monitorable syscall.

@@ -4,6 +4,8 @@
 //   thread-exec PROG      exec PROG from a thread that is not the leader
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
+//   failexec-open PROG PATH  execv(PROG) that fails, then open PATH: the
+//                         process must still be judged as itself
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
@@ -94,6 +96,13 @@ int main(int argc, char** argv) {
       if (p < 0 || waitpid(p, &st, 0) != p || st != 0) return 1;
     }
     return 0;
+  }
+  if (!strcmp(mode, "failexec-open") && argc > 3) {
+    char* args[] = {argv[2], NULL};
+    execv(argv[2], args);
+    int fd = open(argv[3], O_RDONLY);
+    printf("exec errno %d fd %d\n", errno, fd);
+    return fd >= 0 ? 0 : 1;
   }
   if (!strcmp(mode, "fail-open") && argc > 2) {
     int fd = open(argv[2], O_RDONLY);
