@@ -361,6 +361,7 @@ struct Tracer::Impl {
   // one exits; threads seized (PTRACE_O_TRACEEXEC) for an exec's result.
   int exits_fd = -1;
   std::unordered_set<pid_t> seized_;
+  std::unordered_set<pid_t> detaching_;  // seized for an exec that failed: PTRACE_INTERRUPT sent
   bool nnp = false;                 // the workload runs with no_new_privs: exec keeps credentials
   event::ProcessInfo exec_image_;   // the image an exec will install, judged at its entry
   std::vector<std::string> exec_argv_;
@@ -645,6 +646,7 @@ struct Tracer::Impl {
 
   void OnExit(pid_t tid, int status) {
     seized_.erase(tid);
+    detaching_.erase(tid);
     std::shared_ptr<Proc> gone = procs.RemoveThread(tid);
     if (gone && sink->wanted()) {
       NewEvent(EventType::kProcExit, tid, nullptr);
@@ -672,14 +674,21 @@ struct Tracer::Impl {
         if (opt.lifecycle == Lifecycle::kSeccomp) {
           // Seized for this exec's result only (OnExecEntry).
           ptrace(PTRACE_GETEVENTMSG, tid, 0, &msg);
-          seized_.erase(static_cast<pid_t>(msg));
-          seized_.erase(tid);
+          for (pid_t t : {static_cast<pid_t>(msg), tid}) {
+            seized_.erase(t);
+            detaching_.erase(t);
+          }
           ptrace(PTRACE_DETACH, tid, 0, 0);
         } else {
           ptrace(PTRACE_CONT, tid, 0, 0);
         }
         return;
       case PTRACE_EVENT_STOP:
+        if (detaching_.erase(tid) && sig == SIGTRAP) {
+          seized_.erase(tid);
+          ptrace(PTRACE_DETACH, tid, 0, 0);
+          return;
+        }
         if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
           // Group stop: stay stopped until SIGCONT, but keep reporting.
           ptrace(PTRACE_LISTEN, tid, 0, 0);
@@ -801,7 +810,15 @@ struct Tracer::Impl {
     const auto& a = req.data.args;
     // (An exec replaces the image anyway: its old one is never judged.)
     if (p->image_stale && *sys != Sys::kExecve && *sys != Sys::kExecveat) RefreshImage(tid, p);
-    if (exits_fd >= 0) RefreshStaleAncestors(p);
+    if (exits_fd >= 0) {
+      RefreshStaleAncestors(p);
+      // Seized for an exec that failed (it would have stopped): let go at
+      // the next stop rather than keep stopping at its signals.
+      if (!seized_.empty() && *sys != Sys::kExecve && *sys != Sys::kExecveat && seized_.count(tid) &&
+          detaching_.insert(tid).second) {
+        ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+      }
+    }
     switch (*sys) {
       case Sys::kOpen: return OnOpen(req, p, EventType::kOpen, AT_FDCWD, a[0], a[1], a[2], 0, false);
       case Sys::kCreat:
@@ -936,12 +953,16 @@ struct Tracer::Impl {
       exec_image_.exe = exec_argv_.empty() ? path_ : exec_argv_[0];
       exec_image_.args.assign(exec_argv_.begin() + (exec_argv_.empty() ? 0 : 1), exec_argv_.end());
       NewEvent(EventType::kExecve, tid, p);  // makes p's cwd current
-      if (PredictExe(p, &exec_image_)) {
-        ev.proc = &exec_image_;
-        ev.SetArg("filename", exec_image_.exepath);
-        sink->StampContainer(ev);
-        ev.num = sink->emitted() + 1;
-        may_match = opt.may_match && opt.may_match(ev);
+      switch (PredictExe(p, &exec_image_)) {
+        case Prediction::kImage:
+          ev.proc = &exec_image_;
+          ev.SetArg("filename", exec_image_.exepath);
+          sink->StampContainer(ev);
+          ev.num = sink->emitted() + 1;
+          may_match = opt.may_match && opt.may_match(ev);
+          break;
+        case Prediction::kFails: may_match = false; break;  // a failed exec raises nothing
+        case Prediction::kUnknown: break;
       }
     }
     if (!may_match) {
@@ -962,19 +983,21 @@ struct Tracer::Impl {
     Continue(req.id);
   }
 
-  // The file an exec of path_ will run, named as /proc/PID/exe will name
-  // it: the canonical path of the file, or of its "#!" interpreter; filled
-  // into image's exepath, is_exe_from_memfd and is_exe_upper_layer (and, for
-  // a script, exe and args as the kernel rewrites them). False
-  // when the agent cannot tell cheaply and exactly (another root, a relative
-  // path with an unknown cwd, a path through /proc's magic links, a file
-  // that is neither ELF nor a script on an ELF interpreter: binfmt_misc).
-  bool PredictExe(Proc* p, event::ProcessInfo* image) {
-    if (!p->same_root || (path_.empty() || (path_[0] != '/' && !p->cwd_valid))) return false;
+  // kImage: the file an exec of path_ will run, named as /proc/PID/exe will
+  // name it (the canonical path of the file, or of its "#!" interpreter),
+  // filled into image's exepath, is_exe_from_memfd and is_exe_upper_layer
+  // (and, for a script, exe and args as the kernel rewrites them). kFails:
+  // the path names nothing (a shell trying each PATH entry). kUnknown: the
+  // agent cannot tell cheaply and exactly (another root, a relative path
+  // with an unknown cwd, a path through /proc's magic links, a file that is
+  // neither ELF nor a script on an ELF interpreter: binfmt_misc).
+  enum class Prediction { kImage, kFails, kUnknown };
+  Prediction PredictExe(Proc* p, event::ProcessInfo* image) {
+    if (!p->same_root || (path_.empty() || (path_[0] != '/' && !p->cwd_valid))) return Prediction::kUnknown;
     ResolveName(path_[0] == '/' ? std::string_view() : std::string_view(p->info->cwd), path_, &scratch_);
     char head[256];
     int fd = OpenRegularFile(scratch_, head, sizeof head);
-    if (fd < 0) return false;
+    if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? Prediction::kFails : Prediction::kUnknown;
     if (memcmp(head, "#!", 2) == 0) {
       // The kernel's rule: the interpreter is the first word after "#!".
       std::string_view line(head + 2, strnlen(head + 2, sizeof head - 2));
@@ -982,7 +1005,7 @@ struct Tracer::Impl {
       size_t start = line.find_first_not_of(" \t");
       if (start == std::string_view::npos || line[start] != '/') {
         close(fd);
-        return false;
+        return Prediction::kUnknown;
       }
       line.remove_prefix(start);
       size_t end = line.find_first_of(" \t");
@@ -1000,7 +1023,7 @@ struct Tracer::Impl {
       image->exe = interp;
       close(fd);
       fd = OpenRegularFile(interp, head, sizeof head);
-      if (fd < 0) return false;
+      if (fd < 0) return Prediction::kUnknown;
     }
     bool ok = memcmp(head, "\x7f" "ELF", 4) == 0 && Readlink(fmt::format("/proc/self/fd/{}", fd), &image->exepath) &&
               !image->exepath.empty() && image->exepath[0] == '/';
@@ -1009,12 +1032,13 @@ struct Tracer::Impl {
       image->exe_upper_layer = FileOnUpperLayer(p->info->pid, fd, image->exepath);
     }
     close(fd);
-    return ok;
+    return ok ? Prediction::kImage : Prediction::kUnknown;
   }
 
   // Opens `path` for reading if it is a regular file, reached without
   // /proc's magic links (which would name the agent's files, not the
-  // tracee's), and reads its first bytes into head (zero-filled). -1 if not.
+  // tracee's), and reads its first bytes into head (zero-filled). -1 if not,
+  // with errno from the path's lookup when it names nothing.
   static int OpenRegularFile(const std::string& path, char* head, size_t size) {
     open_how how{};
     how.flags = O_PATH | O_CLOEXEC;
@@ -1027,10 +1051,14 @@ struct Tracer::Impl {
       fd = open(fmt::format("/proc/self/fd/{}", pfd).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
     }
     close(pfd);
-    if (fd < 0) return -1;
+    if (fd < 0) {
+      errno = EACCES;
+      return -1;
+    }
     memset(head, 0, size);
     if (pread(fd, head, size - 1, 0) < 4) {
       close(fd);
+      errno = ENOEXEC;
       return -1;
     }
     return fd;

@@ -78,22 +78,33 @@ TEST_CASE("agent_exec: every exec a rule matches alerts exactly once, with the n
 }
 
 TEST_CASE("agent_exec: a failed exec raises nothing and does not rename the process") {
-  TempDir dir;
-  std::string marker = dir / "marker";
-  std::ofstream(marker) << "x";
   // "sshd" is what the failed exec would have made the process; the open
-  // rule must still see the workload's own name.
-  std::string rules = Rules(dir, {{"Sshd run", std::string(kSpawned) + " and proc.name = sshd"},
-                                  {"Marker read", "evt.type in (open, openat) and fd.name = " + marker +
-                                                      " and proc.name != sshd"}});
-  Child c = Run(dir, rules, {WorkloadPath(), "failexec-open", dir / "no-such-dir/sshd", marker});
-  INFO(c.Err());
-  REQUIRE(c.ExitCode() == 0);
-  CHECK(c.Out() == "exec errno 2 fd 3\n");
-  auto alerts = ReadEvents(dir / "alerts.json");
-  REQUIRE(alerts.size() == 1);
-  CHECK(alerts[0]["rule"] == "Marker read");
-  CHECK(alerts[0]["output"].get<std::string>().find("name=agent_test_work") != std::string::npos);
+  // rule must still see the workload's own name. A missing file is known to
+  // fail at entry; a file that is not executable is followed with ptrace,
+  // which the process must not keep once the exec has failed.
+  std::string missing = "no-such-dir/sshd", denied = "sshd";
+  for (const std::string& prog : {missing, denied}) {
+    TempDir dir;
+    std::string marker = dir / "marker";
+    std::ofstream(marker) << "x";
+    if (prog == denied) {
+      std::ifstream src(WorkloadPath(), std::ios::binary);
+      std::ofstream(dir / denied, std::ios::binary) << src.rdbuf();
+      REQUIRE(chmod((dir / denied).c_str(), 0644) == 0);
+    }
+    std::string rules = Rules(dir, {{"Sshd run", std::string(kSpawned) + " and proc.name = sshd"},
+                                    {"Marker read", "evt.type in (open, openat) and fd.name = " + marker +
+                                                        " and proc.name != sshd"}});
+    Child c = Run(dir, rules, {WorkloadPath(), "failexec-open", dir / prog, marker});
+    INFO(prog << "\n" << c.Err());
+    REQUIRE(c.ExitCode() == 0);
+    CHECK(c.Out() == (prog == missing ? "exec errno 2 fd 3 tracer 0\n" : "exec errno 13 fd 3 tracer 0\n"));
+    CHECK(Counter(c.Err(), "execs_exact") == (prog == missing ? 0 : 1));
+    auto alerts = ReadEvents(dir / "alerts.json");
+    REQUIRE(alerts.size() == 1);
+    CHECK(alerts[0]["rule"] == "Marker read");
+    CHECK(alerts[0]["output"].get<std::string>().find("name=agent_test_work") != std::string::npos);
+  }
 }
 
 TEST_CASE("agent_exec: exec from a thread that is not the leader, and after vfork") {

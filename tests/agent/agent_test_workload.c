@@ -5,7 +5,8 @@
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
 //   failexec-open PROG PATH  execv(PROG) that fails, then open PATH: the
-//                         process must still be judged as itself
+//                         process must still be judged as itself; prints
+//                         the errno, the fd and its TracerPid
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
@@ -100,8 +101,14 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "failexec-open") && argc > 3) {
     char* args[] = {argv[2], NULL};
     execv(argv[2], args);
+    int err = errno;
     int fd = open(argv[3], O_RDONLY);
-    printf("exec errno %d fd %d\n", errno, fd);
+    // Whether the agent still ptraces this process (it must not).
+    char status[4096] = {0};
+    int sfd = open("/proc/self/status", O_RDONLY);
+    if (sfd < 0 || read(sfd, status, sizeof status - 1) < 0) return 1;
+    const char* tracer = strstr(status, "TracerPid:");
+    printf("exec errno %d fd %d tracer %d\n", err, fd, tracer ? atoi(tracer + 10) : -1);
     return fd >= 0 ? 0 : 1;
   }
   if (!strcmp(mode, "fail-open") && argc > 2) {
