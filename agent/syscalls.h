@@ -19,6 +19,7 @@
 // past it with `int 0x80`. Thread-safety: immutable after start-up.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -72,15 +73,18 @@ class SysSet {
   static_assert(kSysCount <= 64);
 };
 
-// Maps (audit arch, syscall number) from a seccomp notification to a Sys.
+// Maps (audit arch, syscall number) from a seccomp notification to a Sys:
+// one array index per notification.
 class SysTable {
  public:
   SysTable();
   std::optional<Sys> Lookup(uint32_t arch, int nr) const;
 
  private:
-  struct Entry { uint32_t arch; int nr; Sys sys; };
-  std::vector<Entry> entries_;
+  static constexpr int kMaxNr = 1024;  // above every x86 ABI's numbers
+  // Sys + 1 by number, 0 for unmonitored, per ABI in kArches' order:
+  // x86-64, i386, x32 (without __X32_SYSCALL_BIT).
+  std::array<std::array<uint8_t, kMaxNr>, 3> by_abi_{};
 };
 
 // A compiled BPF program, ready for seccomp(SECCOMP_SET_MODE_FILTER).
