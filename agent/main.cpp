@@ -240,9 +240,10 @@ int main(int argc, char** argv) {
   auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
   if (r.ok()) {
     rules = std::move(r).value();
-    // Events written out want everything; rules alone need only theirs,
-    // unless the orchestrator may push rules that need more.
-    if (f.events_out.empty() && f.orchestrator.empty()) options.trapped = rules->Trapped();
+    // Events written out want everything; rules alone need only theirs
+    // (pushed policies are checked against that set when they arrive).
+    if (f.events_out.empty()) options.trapped = rules->Trapped();
+    rules->SetFilter(options.trapped);
     options.may_match = [runner = rules.get()](const event::Event& e) { return runner->MayMatch(e); };
   } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
     log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
