@@ -568,8 +568,14 @@ struct Tracer::Impl {
     else if (!addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
     else if (!emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
     if (emulation.rfind("off", 0) == 0) opt.emulate = EmulateMode::kOff;
-    log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={}", mode,
-              log::Quote(emulation), waitkill, nnp, child);
+    std::string trapped;
+    for (size_t i = 0; i < kSysCount && notif_fd >= 0; ++i) {
+      if (!opt.trapped.Has(static_cast<Sys>(i))) continue;
+      if (!trapped.empty()) trapped.push_back(',');
+      trapped.append(SysName(static_cast<Sys>(i)));
+    }
+    log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={} trapped={}", mode,
+              log::Quote(emulation), waitkill, nnp, child, trapped.empty() ? "none" : trapped);
     if (write(sock, "X", 1) != 1) return true;
     Proc* p = procs.AddProcess(child, nullptr);
     ProcessTable::Refresh(child, p);
