@@ -1323,7 +1323,35 @@ struct Tracer::Impl {
     event::FdInfo old;
     const bool described = DescribeFd(p->info->pid, p->pidfd, static_cast<int>(a[0]), &old);
     const bool wanted = sink->wanted();
-    if (wanted) NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+    // The event as known at entry: the duplicated descriptor and the
+    // arguments; the result (the new fd) comes after.
+    auto describe = [&](int64_t oldfd, bool cloexec) {
+      NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+      if (described) ev.fd = old;
+      ev.fd.num = oldfd;
+      auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
+      if (sys == Sys::kFcntl) {
+        num("fd", a[0]);
+        ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
+      } else {
+        num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
+        if (sys != Sys::kDup) num("newfd", a[1]);
+        if (sys == Sys::kDup3) ev.SetArg("flags", cloexec ? "O_CLOEXEC" : "0");
+      }
+    };
+    if (wanted && opt.emulate == EmulateMode::kRules) {
+      // As for opens: the exact result (an ADDFD, two cross-CPU wake-ups for
+      // dup) is paid for only when a rule may match.
+      describe(static_cast<int32_t>(a[0]), (a[2] & O_CLOEXEC) != 0);
+      sink->StampContainer(ev);
+      ev.num = sink->emitted() + 1;
+      if (!(opt.may_match && opt.may_match(ev))) {
+        if (!Continue(req.id)) return;
+        ev.SetArg("res", "unknown");
+        sink->Emit(ev, /*may_alert=*/false);
+        return;
+      }
+    }
     DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate != EmulateMode::kOff);
     if (!out.replied) return;
     if (out.res >= 0) {
@@ -1333,18 +1361,8 @@ struct Tracer::Impl {
       if (!described) fd.name.clear();
     }
     if (!wanted) return;
+    describe(out.oldfd, out.cloexec);
     ev.res = out.res;
-    if (described) ev.fd = old;
-    ev.fd.num = out.oldfd;
-    auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
-    if (sys == Sys::kFcntl) {
-      num("fd", a[0]);
-      ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
-    } else {
-      num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
-      if (sys != Sys::kDup) num("newfd", a[1]);
-      if (sys == Sys::kDup3) ev.SetArg("flags", out.cloexec ? "O_CLOEXEC" : "0");
-    }
     if (!out.known) ev.SetArg("res", "unknown");
     Emit();
   }
