@@ -363,6 +363,7 @@ struct Tracer::Impl {
   std::unordered_set<pid_t> seized_;
   std::unordered_set<pid_t> detaching_;  // seized for an exec that failed: PTRACE_INTERRUPT sent
   bool nnp = false;                 // the workload runs with no_new_privs: exec keeps credentials
+  bool warned_no_pidfd_ = false;
   event::ProcessInfo exec_image_;   // the image an exec will install, judged at its entry
   std::vector<std::string> exec_argv_;
 
@@ -484,6 +485,13 @@ struct Tracer::Impl {
       ChildMain(sv[1], want_filter ? &prog.value() : nullptr, need_nnp);
     }
     close(sv[1]);
+    // The agent holds a pidfd per traced process: let it use its hard
+    // descriptor limit (the workload, forked already, keeps its own).
+    rlimit nofile{};
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     const int sock_in_child = sv[1];  // the child's end keeps its number there
     int sock = sv[0];
     struct CloseSock {
@@ -870,7 +878,15 @@ struct Tracer::Impl {
   void WatchExit(Proc* p) {
     p->exit_watched = true;
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
-    if (p->pidfd < 0) return;  // gone already; DrainWait or a failed lookup drops it
+    if (p->pidfd < 0) {
+      // ESRCH: gone already, and a later lookup finds no /proc entry.
+      if (errno != ESRCH && !warned_no_pidfd_) {
+        warned_no_pidfd_ = true;
+        log::Warn("cannot watch a process's exit; a reused pid may be taken for it", "error={}",
+                  log::Quote(strerror(errno)));
+      }
+      return;
+    }
     epoll_event e{};
     e.events = EPOLLIN;
     e.data.u64 = static_cast<uint64_t>(static_cast<uint32_t>(p->info->pid)) << 32 | static_cast<uint32_t>(p->pidfd);
