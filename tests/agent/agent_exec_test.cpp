@@ -10,6 +10,7 @@
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "tests/agent/agent_harness.h"
 
@@ -150,4 +151,42 @@ TEST_CASE("agent_exec: a script is judged by its interpreter, as the kernel runs
   auto alerts = ReadEvents(dir / "alerts.json");
   REQUIRE(alerts.size() == 1);
   CHECK(alerts[0]["output"].get<std::string>().find("cmdline=hello.sh " + script + ")") != std::string::npos);
+}
+
+TEST_CASE("agent_exec: a reused pid is never taken for the process that had it") {
+  // In a private PID namespace, ns_last_pid makes the next fork reuse the
+  // pid of a process that just exited; the new process (a forked shell that
+  // does not exec) must be judged as itself, not as the former owner.
+  if (geteuid() != 0 || access("/usr/bin/unshare", X_OK) != 0) {
+    WARN("needs root and unshare; skipped");
+    return;
+  }
+  TempDir dir;
+  std::string marker = dir / "marker", first = dir / "first";
+  std::ofstream(marker) << "x";
+  {
+    std::ifstream src(WorkloadPath(), std::ios::binary);
+    std::ofstream(first, std::ios::binary) << src.rdbuf();
+  }
+  REQUIRE(chmod(first.c_str(), 0755) == 0);
+  std::string rules = Rules(dir, {{"Marker read", "evt.type in (open, openat) and fd.name = " + marker}});
+  std::string script = "\"$1\" read-n \"$2\" 1 >/dev/null & a=$!; wait $a; "
+                       "echo $((a - 1)) > /proc/sys/kernel/ns_last_pid; "
+                       "{ read l < \"$2\"; } & b=$!; wait $b; echo \"$a $b\"";
+  Child c = Start(dir, {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", AgentPath(), "--rules", rules,
+                        "--alerts-out", dir / "alerts.json", "--resolve", "off", "--", "/bin/sh", "-c", script, "sh",
+                        first, marker});
+  REQUIRE(c.Wait(std::chrono::seconds(60)));
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  std::istringstream pids(c.Out());
+  int a = 0, b = 0;
+  REQUIRE(pids >> a >> b);
+  REQUIRE(a == b);  // the pid was reused
+  auto alerts = ReadEvents(dir / "alerts.json");
+  REQUIRE(alerts.size() == 2);
+  CHECK(alerts[0]["output"].get<std::string>().find("pid=" + std::to_string(a) + " ") != std::string::npos);
+  CHECK(alerts[0]["output"].get<std::string>().find("name=first ") != std::string::npos);
+  CHECK(alerts[1]["output"].get<std::string>().find("pid=" + std::to_string(b) + " ") != std::string::npos);
+  CHECK(alerts[1]["output"].get<std::string>().find("name=sh ") != std::string::npos);
 }
