@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -238,20 +237,17 @@ void Forwarder::Stop() {
 
 namespace {
 
-// A batch's alerts: one JSON text per line of its spool file.
-Status ReadLines(const Spool::Batch& batch, std::vector<std::string>* lines) {
-  std::ifstream in(batch.path, std::ios::binary);
-  if (!in) return Status::IoError(fmt::format("{}: cannot read", batch.path));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) lines->push_back(std::move(line));
+// A batch's alerts: one JSON text per line of `text`.
+void SplitLines(std::string_view text, std::vector<std::string_view>* lines) {
+  while (!text.empty()) {
+    size_t eol = std::min(text.find('\n'), text.size());
+    if (eol > 0) lines->push_back(text.substr(0, eol));
+    text.remove_prefix(std::min(eol + 1, text.size()));
   }
-  if (in.bad()) return Status::IoError(fmt::format("{}: read error", batch.path));
-  return Status::Ok();
 }
 
 // {"events":[lines[begin..end)],"agents":AGENTS}: the lines are already JSON.
-std::string Body(const std::vector<std::string>& lines, size_t begin, size_t end, const std::string& agents) {
+std::string Body(const std::vector<std::string_view>& lines, size_t begin, size_t end, const std::string& agents) {
   size_t size = 32 + agents.size();
   for (size_t i = begin; i < end; ++i) size += lines[i].size() + 1;
   std::string body;
@@ -279,7 +275,7 @@ bool Refused(int status) {
 // A refused range is split in halves and each half sent on its own, down to
 // single alerts, which are dropped and counted: so one oversize (413) or
 // malformed (400) alert costs only itself, never its batch.
-Status Forwarder::Deliver(BackendClient* client, const std::vector<std::string>& lines, size_t begin, size_t end,
+Status Forwarder::Deliver(BackendClient* client, const std::vector<std::string_view>& lines, size_t begin, size_t end,
                           std::string* agents, Tally* tally) {
   std::string reply;
   int status = 0;
@@ -333,7 +329,8 @@ void Forwarder::Run(BackendClient* client) {
   auto backoff = std::chrono::milliseconds(250);
   std::string last_error;
   auto idle_since = std::chrono::steady_clock::now();
-  std::vector<std::string> lines;
+  std::string text;
+  std::vector<std::string_view> lines;
   while (!stop_) {
     auto batch = spool_->Take(std::chrono::milliseconds(200));
     if (stop_) {
@@ -350,7 +347,8 @@ void Forwarder::Run(BackendClient* client) {
     std::string agents = registry_->TakeDirty(&ids).dump(-1, ' ', false, json::error_handler_t::replace);
     lines.clear();
     if (batch) {
-      Status read = ReadLines(*batch, &lines);
+      Status read = Spool::Read(*batch, &text);
+      if (read.ok()) SplitLines(text, &lines);
       if (!read.ok()) {
         log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(read.message()));
         metrics_->spool_write_errors++;
