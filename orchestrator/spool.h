@@ -56,7 +56,7 @@ class Spool {
     uint64_t max_bytes = 1ull << 30;
     uint32_t batch_max_events = 1000;
     std::chrono::milliseconds batch_max_delay{200};
-    uint32_t take_max_events = 10000;  // a Take() merges batches up to this many alerts
+    uint32_t take_max_events = 2000;   // a Take() merges batches up to this many alerts
   };
   // Alerts [offset, offset + bytes) of segment file `path`, `parts` sealed
   // batches merged (ids id .. id + parts - 1).

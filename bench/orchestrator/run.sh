@@ -10,14 +10,14 @@
 # vCPUs, 100,000 alerts/s end to end leaves 20 us per alert for all three.
 #
 # usage: bench/orchestrator/run.sh [AGENTS=1000] [RATE=10000] [SECONDS=20] [LOADGEN_THREADS=1]
-#   env: BUILD=build (the CMake build folder), SINK=1, ORCH_ARGS="extra orchestrator flags",
+#   env: SIDETRACE_BUILD_DIR (or BUILD)=build (the CMake build folder), SINK=1, ORCH_ARGS="extra orchestrator flags",
 #        PERF=FILE: perf record -g (cpu-clock) of the orchestrator while the loadgen runs, into FILE
 set -euo pipefail
 agents=${1:-1000}
 rate=${2:-10000}
 seconds=${3:-20}
 lg_threads=${4:-1}
-build=$(realpath "${BUILD:-build}")
+build=$(realpath "${SIDETRACE_BUILD_DIR:-${BUILD:-build}}")
 tmp=$(mktemp -d /tmp/sidetrace-orch-bench-XXXXXX)
 pids=()
 cleanup() {

@@ -209,6 +209,10 @@ TEST_CASE("orchestrator flags: env, defaults, errors", "[config]") {
   CHECK(c->access_key == "from-env");
   CHECK(c->batch_max_events == 7);  // the command line wins
   CHECK(c->listen == "0.0.0.0:6667");
+  CHECK(c->post_max_events == 2000);
+  auto no_post = parse({"x", "--backend", "b:1", "--post-max-events", "0"});
+  REQUIRE_FALSE(no_post.ok());
+  CHECK(no_post.status().message() == "--post-max-events must be >= 1");
   unsetenv("SIDETRACE_BATCH_MAX_EVENTS");
   auto no_backend = parse({"x"});
   REQUIRE_FALSE(no_backend.ok());
