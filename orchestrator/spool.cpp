@@ -1,7 +1,9 @@
 #include "orchestrator/spool.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,14 +21,25 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-bool WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
+// Writes every piece, in order, with as few writev calls as the kernel
+// allows (IOV_MAX pieces each); the pieces point into the appends, so a
+// round is not copied into one buffer first.
+bool WriteAll(int fd, std::vector<iovec>& pieces) {
+  size_t i = 0;
+  while (i < pieces.size()) {
+    ssize_t n = writev(fd, &pieces[i], static_cast<int>(std::min<size_t>(pieces.size() - i, IOV_MAX)));
     if (n < 0) {
       if (errno == EINTR) continue;
       return false;
     }
-    data.remove_prefix(static_cast<size_t>(n));
+    for (size_t left = static_cast<size_t>(n); left > 0;) {
+      size_t take = std::min(left, pieces[i].iov_len);
+      pieces[i].iov_base = static_cast<char*>(pieces[i].iov_base) + take;
+      pieces[i].iov_len -= take;
+      left -= take;
+      if (pieces[i].iov_len == 0) ++i;
+    }
+    while (i < pieces.size() && pieces[i].iov_len == 0) ++i;
   }
   return true;
 }
@@ -207,19 +220,20 @@ void Spool::WriterLoop() {
     const std::optional<Batch> open_before = open_;
     const uint64_t size_before = segment_size_;
     std::vector<Batch> sealed;
-    std::string buf;
+    std::vector<iovec> pieces;
+    uint64_t round_bytes = 0;
     for (Pending& p : work) {
       if (!ok) break;
       std::string_view rest = p.lines;
       uint64_t left = p.count;
       while (left > 0) {
         if (!open_) {
-          open_ = Batch{next_batch_++, segment_id_, segment_path_, segment_size_ + buf.size(), 0, 0, 1};
+          open_ = Batch{next_batch_++, segment_id_, segment_path_, segment_size_ + round_bytes, 0, 0, 1};
           open_since_ = Clock::now();
         }
         uint64_t n = std::min<uint64_t>(left, options_.batch_max_events - open_->events);
         size_t bytes = n == left ? rest.size() : LinesPrefix(rest, n);
-        buf.append(rest.substr(0, bytes));
+        round_bytes += bytes;
         rest.remove_prefix(bytes);
         left -= n;
         open_->events += n;
@@ -229,9 +243,10 @@ void Spool::WriterLoop() {
           open_.reset();
         }
       }
+      if (!p.lines.empty()) pieces.push_back(iovec{p.lines.data(), p.lines.size()});
     }
-    if (ok && !buf.empty()) {
-      if (!WriteAll(fd_, buf)) {
+    if (ok && round_bytes > 0) {
+      if (!WriteAll(fd_, pieces)) {
         log::Error("spool: write failed", "file={} error={}", segment_path_, log::Quote(std::strerror(errno)));
         ok = false;
       } else if (fdatasync(fd_) != 0 || (created && fsync(dir_fd_) != 0)) {
@@ -242,7 +257,7 @@ void Spool::WriterLoop() {
       }
     }
     if (ok) {
-      segment_size_ += buf.size();
+      segment_size_ += round_bytes;
     } else {
       // Nothing of this round counts: cut the segment back (lines past its
       // end would only be sent again, never lost) and stop writing to it.
@@ -252,14 +267,15 @@ void Spool::WriterLoop() {
       }
       open_ = open_before;
       sealed.clear();
-      buf.clear();
+      round_bytes = 0;
     }
     // A failed round is reported to every agent in it: they keep their
     // alerts and send them again on a new connection.
     for (Pending& p : work) p.done(ok);
 
+    work.clear();  // the appends' memory goes before the lock is taken
     lock.lock();
-    total_bytes_ += buf.size();
+    total_bytes_ += round_bytes;
     auto seal = [&](Batch b) {
       ++total_batches_;
       ++segments_[b.segment].batches;

@@ -16,10 +16,10 @@
 // ignores the uuids it has.
 //
 // Group commit: one writer thread takes everything appended since its last
-// round, writes it with one write(2), makes it durable with one fdatasync
-// (plus the folder's fsync when the round created a segment) and then runs
-// the callbacks, so the cost of fdatasync is shared by all agents and does
-// not grow with the number of batches a round seals.
+// round, writes it with writev(2) straight from the appends, makes it
+// durable with one fdatasync (plus the folder's fsync when the round created
+// a segment) and then runs the callbacks, so the cost of fdatasync is shared
+// by all agents and does not grow with the number of batches a round seals.
 //
 // Upstream batches: Take() hands out the oldest sealed batch merged with the
 // ones that follow it in the same segment, up to `take_max_events`: with a

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -94,9 +95,13 @@ class AlertTemplate {
     CborText("alert", &out);
     CborHead(5, 9, &out);
     CborText("uuid", &out);
-    std::string uuid = fmt::format("{}-{:06}-{:0{}}", g_run, index, 0, kSeqDigits);
+    // A version 7 uuid like the agent's: the creation time in Unix ms, then
+    // the run (12 bits), the connection (14 bits) and the sequence number
+    // (48 bits) where the agent has random bits; unique within a run.
+    std::string uuid = fmt::format("00000000-0000-7{:03x}-{:04x}-000000000000", std::hash<std::string>{}(g_run) & 0xfff,
+                                   0x8000 | (index & 0x3fff));
     CborText(uuid, &out);
-    uuid_seq_at_ = out.size() - kSeqDigits;
+    uuid_at_ = out.size() - uuid.size();
     CborText("time", &out);
     CborText(Rfc3339(0), &out);
     time_at_ = out.size() - kTimeChars;
@@ -137,8 +142,12 @@ class AlertTemplate {
     size_t start = out->size();
     out->append(frame_);
     char* f = out->data() + start;
-    uint64_t digits = seq;
-    for (size_t i = kSeqDigits; i-- > 0; digits /= 10) f[uuid_seq_at_ + i] = static_cast<char>('0' + digits % 10);
+    static const char kHex[] = "0123456789abcdef";
+    uint64_t ms = ns / 1000000;
+    char* u = f + uuid_at_;
+    for (int i = 0; i < 8; ++i) u[i] = kHex[(ms >> (44 - 4 * i)) & 15];       // time_hi: 32 bits
+    for (int i = 0; i < 4; ++i) u[9 + i] = kHex[(ms >> (12 - 4 * i)) & 15];   // time_lo: 16 bits
+    for (int i = 0; i < 12; ++i) u[24 + i] = kHex[(seq >> (44 - 4 * i)) & 15];
     std::memcpy(f + time_at_, time.data(), kTimeChars);
     for (int b = 0; b < 8; ++b) {
       f[ns_at_ + b] = static_cast<char>(ns >> (8 * (7 - b)));
@@ -147,10 +156,9 @@ class AlertTemplate {
   }
 
  private:
-  static constexpr size_t kSeqDigits = 12;
   static constexpr size_t kTimeChars = 30;  // 2026-11-26T06:05:25.123456789Z
   std::string frame_;
-  size_t uuid_seq_at_ = 0, time_at_ = 0, ns_at_ = 0, seq_at_ = 0;
+  size_t uuid_at_ = 0, time_at_ = 0, ns_at_ = 0, seq_at_ = 0;
 };
 
 class Conn : public std::enable_shared_from_this<Conn> {
@@ -266,7 +274,7 @@ int main(int argc, char** argv) {
       "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
       "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
       "threads", po::value(&threads)->default_value(threads), "event loops")(
-      "run-id", po::value(&g_run)->default_value(""), "uuid prefix (default: random)");
+      "run-id", po::value(&g_run)->default_value(""), "agent id prefix, also hashed into the uuids (default: random)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -287,7 +295,8 @@ int main(int argc, char** argv) {
     auto m = link::DecodeBody(std::string_view(frame).substr(link::kHeaderBytes));
     if (!m.ok() || m->type != link::MessageType::kAlert || m->body["seq"] != 42 ||
         m->body["alert"]["output_fields"]["evt.time"] != ns || m->body["alert"]["time"] != Rfc3339(ns) ||
-        m->body["alert"]["uuid"] != fmt::format("{}-000007-000000000042", g_run)) {
+        m->body["alert"]["uuid"] != fmt::format("{:08x}-{:04x}-7{:03x}-8007-00000000002a", ns / 1000000 >> 16,
+                                                ns / 1000000 & 0xffff, std::hash<std::string>{}(g_run) & 0xfff)) {
       std::cerr << "sidetrace-loadgen: bad alert frame: " << (m.ok() ? m->body.dump() : m.status().message()) << "\n";
       return 1;
     }
