@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -345,10 +346,16 @@ void Forwarder::Run(BackendClient* client) {
     }
     std::vector<std::string> ids;
     std::string agents = registry_->TakeDirty(&ids).dump(-1, ' ', false, json::error_handler_t::replace);
+    Tally tally;
+    Status st;
     lines.clear();
     if (batch) {
-      Status read = Spool::Read(*batch, &text);
-      if (read.ok()) SplitLines(text, &lines);
+      // Nearly always one POST of the whole batch: its bytes become the
+      // body with one copy, newlines turned into commas. Only a refused or
+      // reset POST needs the lines one by one (Deliver splits and retries).
+      std::string body = "{\"events\":[";
+      size_t events_at = body.size();
+      Status read = Spool::Read(*batch, &body);
       if (!read.ok()) {
         log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(read.message()));
         metrics_->spool_write_errors++;
@@ -356,9 +363,27 @@ void Forwarder::Run(BackendClient* client) {
         registry_->Restore(ids);
         continue;
       }
+      std::replace(body.begin() + static_cast<long>(events_at), body.end(), '\n', ',');
+      if (body.size() > events_at) body.pop_back();
+      body += "],\"agents\":";
+      body += agents;
+      body += '}';
+      std::string reply;
+      int status = 0;
+      st = client->Post(kBatchTarget, std::move(body), false, &reply, &status);
+      if (st.ok()) {
+        tally.stored = batch->events;
+      } else if (status == BackendClient::kConnectionLost || Refused(status)) {
+        text.clear();
+        read = Spool::Read(*batch, &text);
+        if (read.ok()) {
+          SplitLines(text, &lines);
+          st = Deliver(client, lines, 0, lines.size(), &agents, &tally);
+        }
+      }
+    } else {
+      st = Deliver(client, lines, 0, 0, &agents, &tally);
     }
-    Tally tally;
-    Status st = Deliver(client, lines, 0, lines.size(), &agents, &tally);
     idle_since = std::chrono::steady_clock::now();
     if (st.ok()) {
       if (tally.agents_deferred) registry_->Restore(ids);

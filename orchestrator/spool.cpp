@@ -334,10 +334,11 @@ std::optional<Spool::Batch> Spool::Take(std::chrono::milliseconds wait) {
 Status Spool::Read(const Batch& batch, std::string* lines) {
   int fd = open(batch.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IoError(fmt::format("{}: {}", batch.path, std::strerror(errno)));
-  lines->resize(batch.bytes);
+  size_t at = lines->size();
+  lines->resize(at + batch.bytes);
   size_t done = 0;
   while (done < batch.bytes) {
-    ssize_t n = pread(fd, lines->data() + done, batch.bytes - done, static_cast<off_t>(batch.offset + done));
+    ssize_t n = pread(fd, lines->data() + at + done, batch.bytes - done, static_cast<off_t>(batch.offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       close(fd);

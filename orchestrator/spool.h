@@ -89,7 +89,8 @@ class Spool {
   // The oldest sealed batches not being sent, waiting up to `wait`; nullopt
   // on timeout or after Stop(). In flight until Delivered/Failed/Dropped.
   std::optional<Batch> Take(std::chrono::milliseconds wait);
-  // The alert lines of a batch taken (its byte range of the segment).
+  // Appends the alert lines of a batch taken (its byte range of the
+  // segment) to *lines.
   static Status Read(const Batch& batch, std::string* lines);
   void Delivered(const Batch& batch);  // releases it (the segment goes with its last batch)
   void Failed(const Batch& batch);     // back in line, first
