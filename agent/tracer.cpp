@@ -968,13 +968,13 @@ struct Tracer::Impl {
     // descriptor, AT_EMPTY_PATH) and the 32-bit ABIs go the exact way.
     const bool native = sys == Sys::kExecve && req.data.arch == AUDIT_ARCH_X86_64 && req.data.nr == SYS_execve;
     if (may_match && native && ReadExecArgs(tid, req.data.args[0], req.data.args[1]) && StillValid(req.id)) {
+      NewEvent(EventType::kExecve, tid, p);  // makes p's cwd and credentials current
       exec_image_ = *p->info;
       std::string_view base = path_;
       if (size_t slash = base.rfind('/'); slash != std::string_view::npos) base.remove_prefix(slash + 1);
       exec_image_.name.assign(base.substr(0, 15));  // TASK_COMM_LEN - 1, as the kernel names it
       exec_image_.exe = exec_argv_.empty() ? path_ : exec_argv_[0];
       exec_image_.args.assign(exec_argv_.begin() + (exec_argv_.empty() ? 0 : 1), exec_argv_.end());
-      NewEvent(EventType::kExecve, tid, p);  // makes p's cwd current
       switch (PredictExe(p, &exec_image_)) {
         case Prediction::kImage:
           ev.proc = &exec_image_;
