@@ -243,6 +243,9 @@ TEST_CASE("process rules on real processes", "[rules][agent]") {
   CHECK(Has(Fire("cp /bin/true /dev/shm/rules-x-$$ && /dev/shm/rules-x-$$; rm -f /dev/shm/rules-x-$$"),
             "Execution from /dev/shm"));
   CHECK_FALSE(Has(Fire("ls /dev/shm >/dev/null"), "Execution from /dev/shm"));
+  // The cwd clause: a program outside /dev/shm run as ./NAME from there.
+  CHECK(Has(Fire("cd /dev/shm && ln -sf /bin/true ./rules-t-$$ && ./rules-t-$$; rm -f /dev/shm/rules-t-$$"),
+            "Execution from /dev/shm"));
 
   CHECK(Has(Fire("$T/insmod /nonexistent.ko"), "Linux kernel module injection"));
   CHECK_FALSE(Has(Fire("$T/lsmod"), "Linux kernel module injection"));
