@@ -97,10 +97,12 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
     proc->creds = st;
     proc->creds_valid = true;
   }
-  int32_t tty = 0;
-  info.tty = ReadTtyNr(pid, &tty) ? tty : 0;
+  ProcStat ps;
+  if (ReadProcStat(pid, &ps)) {
+    info.tty = ps.tty;
+    info.sid = ps.sid;
+  }
   info.vpid = pid;
-  info.sid = getsid(pid);
   info.start_ns = NowNs();
   proc->same_root = SameRootAsAgent(pid);
 }
@@ -167,28 +169,37 @@ void ProcessTable::LoadFds(pid_t pid, Proc* proc) {
 Proc* ProcessTable::ByTid(pid_t tid) {
   auto it = threads_.find(tid);
   if (it != threads_.end()) return it->second.get();
+  // A new process forked from a known one (the usual first sight: a fork
+  // child's first trapped call): one /proc read, since a new process's /proc
+  // entries are slow to instantiate. pidfd_open succeeds only for a thread
+  // group's leader, which tells a process from a thread; what fork copies
+  // comes from the parent's entry, and what may have changed since (an
+  // exec, chdir, set*id) is marked for reading when next needed.
+  if (auto known = procs_.find(tid); known != procs_.end()) {
+    AddThread(tid, known->second.get());
+    return known->second.get();
+  }
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, 0));
+  ProcStat ps;
+  if (pidfd >= 0 && ReadProcStat(tid, &ps)) {
+    if (auto parent = procs_.find(ps.ppid); parent != procs_.end()) {
+      Proc* proc = AddProcess(tid, parent->second.get());
+      proc->pidfd = pidfd;
+      proc->image_stale = true;
+      proc->cwd_valid = false;
+      proc->creds_valid = false;
+      proc->info->tty = ps.tty;
+      proc->info->sid = ps.sid;
+      return proc;
+    }
+  }
+  if (pidfd >= 0) close(pidfd);
   ProcStatus st;
   if (!ReadProcStatus(tid, &st)) return nullptr;
   Proc* proc = nullptr;
   auto pit = procs_.find(st.tgid);
   if (pit != procs_.end()) {
     proc = pit->second.get();
-  } else if (auto parent = procs_.find(st.ppid); parent != procs_.end()) {
-    // Forked from a known process: what fork copies comes from the parent's
-    // entry; what may have changed since (an exec, chdir, setsid, set*id)
-    // is read now or marked for reading when next needed.
-    proc = AddProcess(st.tgid, parent->second.get());
-    proc->image_stale = true;
-    proc->cwd_valid = false;
-    proc->creds = st;
-    proc->creds_valid = true;
-    auto& info = *proc->info;
-    info.uid = st.euid;
-    info.gid = st.egid;
-    info.cap_effective = st.cap_eff;
-    int32_t tty = 0;
-    info.tty = ReadTtyNr(st.tgid, &tty) ? tty : 0;
-    info.sid = getsid(st.tgid);
   } else {
     proc = AddProcess(st.tgid, nullptr);
     Refresh(st.tgid, proc);

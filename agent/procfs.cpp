@@ -116,7 +116,7 @@ bool ReadCmdline(pid_t pid, std::vector<std::string>* argv) {
   return true;
 }
 
-bool ReadTtyNr(pid_t pid, int32_t* tty) {
+bool ReadProcStat(pid_t pid, ProcStat* out) {
   std::string text;
   if (!ReadSmallFile("/proc/" + std::to_string(pid) + "/stat", 4096, &text)) return false;
   // comm (field 2) may hold spaces and parentheses: fields resume after the
@@ -129,12 +129,16 @@ bool ReadTtyNr(pid_t pid, int32_t* tty) {
     while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
     size_t end = rest.find(' ');
     std::string_view value = rest.substr(0, end);
-    if (field == 7) {
+    if (field >= 4) {
       long v = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
       if (ec != std::errc() || p != value.data() + value.size()) return false;
-      *tty = static_cast<int32_t>(v);
-      return true;
+      if (field == 4) out->ppid = static_cast<pid_t>(v);
+      if (field == 6) out->sid = static_cast<pid_t>(v);
+      if (field == 7) {
+        out->tty = static_cast<int32_t>(v);
+        return true;
+      }
     }
     if (end == std::string_view::npos) return false;
     rest.remove_prefix(end);

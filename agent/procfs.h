@@ -40,10 +40,16 @@ struct ProcStatus {
 // Parses /proc/<tid>/status (tid may be a thread: /proc/<tid> works for both).
 bool ReadProcStatus(pid_t tid, ProcStatus* out);
 
-// The controlling terminal's device number (field 7 of /proc/PID/stat,
-// tty_nr: major in bits 8-15, minor in bits 0-7 and 20-31), 0 without one,
-// as Falco's proc.tty. False when the process is gone.
-bool ReadTtyNr(pid_t pid, int32_t* tty);
+// From /proc/PID/stat: the parent, the session, and the controlling
+// terminal's device number (tty_nr: major in bits 8-15, minor in bits 0-7
+// and 20-31; 0 without one, as Falco's proc.tty). One read: a new process's
+// /proc entries are slow to instantiate. False when the process is gone.
+struct ProcStat {
+  pid_t ppid = 0;
+  pid_t sid = 0;
+  int32_t tty = 0;
+};
+bool ReadProcStat(pid_t pid, ProcStat* out);
 
 // readlink(2) into a string; false on failure.
 bool Readlink(const std::string& path, std::string* out);

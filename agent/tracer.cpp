@@ -607,7 +607,9 @@ struct Tracer::Impl {
 
   // --- events ---------------------------------------------------------------
 
-  event::Event& NewEvent(EventType type, pid_t tid, Proc* p) {
+  // `creds`: read the credentials if stale (an exec judged at entry does
+  // without: its user fields are known only from its result).
+  event::Event& NewEvent(EventType type, pid_t tid, Proc* p, bool creds = true) {
     ev.Clear();
     ev.type = type;
     ev.time_ns = NowNs();
@@ -621,7 +623,7 @@ struct Tracer::Impl {
           p->cwd_valid = true;
         }
       }
-      if (!p->creds_valid && ReadProcStatus(tid, &p->creds)) {
+      if (creds && !p->creds_valid && ReadProcStatus(tid, &p->creds)) {
         p->creds_valid = true;
         p->info->uid = p->creds.euid;
         p->info->gid = p->creds.egid;
@@ -968,7 +970,7 @@ struct Tracer::Impl {
     // descriptor, AT_EMPTY_PATH) and the 32-bit ABIs go the exact way.
     const bool native = sys == Sys::kExecve && req.data.arch == AUDIT_ARCH_X86_64 && req.data.nr == SYS_execve;
     if (may_match && native && ReadExecArgs(tid, req.data.args[0], req.data.args[1]) && StillValid(req.id)) {
-      NewEvent(EventType::kExecve, tid, p);  // makes p's cwd and credentials current
+      NewEvent(EventType::kExecve, tid, p, /*creds=*/false);  // makes p's cwd current
       exec_image_ = *p->info;
       std::string_view base = path_;
       if (size_t slash = base.rfind('/'); slash != std::string_view::npos) base.remove_prefix(slash + 1);

@@ -105,17 +105,22 @@ TEST_CASE("agent_tty: tty_nr is the controlling terminal's device, 0 without one
     _exit(0);
   }
   close(pipefd[0]);
-  int32_t tty = -1;
+  ProcStat ps;
   // The children may not have run setsid/TIOCSCTTY yet: poll (bounded).
-  for (int i = 0; i < 500 && !(ReadTtyNr(with, &tty) && tty == static_cast<int32_t>(st.st_rdev)); ++i) usleep(10000);
-  CHECK(tty == static_cast<int32_t>(st.st_rdev));
-  for (int i = 0; i < 500 && !(ReadTtyNr(without, &tty) && tty == 0 && getsid(without) == without); ++i) usleep(10000);
-  CHECK(tty == 0);
+  for (int i = 0; i < 500 && !(ReadProcStat(with, &ps) && ps.tty == static_cast<int32_t>(st.st_rdev)); ++i) {
+    usleep(10000);
+  }
+  CHECK(ps.tty == static_cast<int32_t>(st.st_rdev));
+  CHECK(ps.ppid == getpid());
+  for (int i = 0; i < 500 && !(ReadProcStat(without, &ps) && ps.tty == 0 && ps.sid == without); ++i) usleep(10000);
+  CHECK(ps.tty == 0);
+  CHECK(ps.sid == without);
+  CHECK(ps.ppid == getpid());
   close(pipefd[1]);
   waitpid(with, nullptr, 0);
   waitpid(without, nullptr, 0);
   close(master);
-  CHECK_FALSE(ReadTtyNr(with, &tty));  // reaped: gone
+  CHECK_FALSE(ReadProcStat(with, &ps));  // reaped: gone
 }
 
 TEST_CASE("agent_rules_runner: pushed policies that need untrapped syscalls are applied with a warning") {
