@@ -148,12 +148,11 @@ Status Store::Init() {
   // WAL: readers never block the writer and vice versa. synchronous: see
   // the header. No automatic checkpoints: they would run inside a COMMIT
   // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
-  // Pages stay at SQLite's 4 KiB: every alert dirties a random leaf of the
-  // uuid index, so the WAL grows by about a page per alert at scale, and
-  // larger pages multiply that.
-  Status st = Exec(writer_, fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
-                                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
-                                        SyncName(options_.sync), kWalCheckpointBytes * 4)
+  // page_size applies to a new file only (kPageSize).
+  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={};"
+                                        "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
+                                        "PRAGMA journal_size_limit={};",
+                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 4)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
