@@ -8,6 +8,7 @@
 #include <functional>
 #include <string_view>
 #include <map>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -135,6 +136,10 @@ bool ParseSync(std::string_view name, Sync* sync) {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path, StoreOptions options) {
+  // SQLite's memory statistics take a global mutex on every allocation;
+  // nothing reads them. Must precede SQLite's initialisation.
+  static std::once_flag configured;
+  std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   std::unique_ptr<Store> store(new Store(path, options));
   Status st = store->Init();
   if (!st.ok()) return st;
