@@ -35,7 +35,7 @@ constexpr const char* kUsage =
     "set as an environment variable: --events-out is SIDETRACE_EVENTS_OUT.\n";
 
 struct Flags {
-  std::string events_out, log_level = "warn", mode = "auto", emulate;
+  std::string events_out, log_level = "warn", mode = "auto", emulate, lifecycle;
   bool fail_closed = false;
   std::vector<std::string> rules;
   std::string alerts_out = "-", min_priority = "debug", resolve = "dns";
@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
       ("emulate", po::value(&f.emulate),
        "rules: perform an open for the workload (to learn its exact result) only when a rule may match it; "
        "all: every open; off: never (default: rules, or all with --events-out)")
+      ("lifecycle", po::value(&f.lifecycle),
+       "seccomp: learn execs from the seccomp filter and ptrace only an exec a rule may match; ptrace: ptrace "
+       "fork, clone, exec and exit of every process, a complete record whose descendants cannot outlive the "
+       "agent (default: seccomp, or ptrace with --events-out)")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
@@ -201,6 +205,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // An events file is a record: every fork, clone, exec and exit in it.
+  if (f.lifecycle.empty()) f.lifecycle = f.events_out.empty() ? "seccomp" : "ptrace";
+  if (f.lifecycle == "seccomp") options.lifecycle = agent::Lifecycle::kSeccomp;
+  else if (f.lifecycle == "ptrace") options.lifecycle = agent::Lifecycle::kPtrace;
+  else {
+    std::cerr << "sidetrace-agent: --lifecycle: expected seccomp or ptrace, got '" << f.lifecycle << "'\n";
+    return 2;
+  }
+
   agent::EventSink sink;
   if (!f.events_out.empty()) {
     if (Status s = sink.OpenOutput(f.events_out); !s.ok()) {
@@ -227,9 +240,10 @@ int main(int argc, char** argv) {
   auto r = WithSignalsBlocked([&ro] { return agent::RulesRunner::Create(ro); });
   if (r.ok()) {
     rules = std::move(r).value();
-    // Events written out want everything; rules alone need only theirs,
-    // unless the orchestrator may push rules that need more.
-    if (f.events_out.empty() && f.orchestrator.empty()) options.trapped = rules->Trapped();
+    // Events written out want everything; rules alone need only theirs
+    // (pushed policies are checked against that set when they arrive).
+    if (f.events_out.empty()) options.trapped = rules->Trapped();
+    rules->SetFilter(options.trapped);
     options.may_match = [runner = rules.get()](const event::Event& e) { return runner->MayMatch(e); };
   } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
     log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));

@@ -88,12 +88,19 @@ bool ParseMountInfoLine(std::string_view line, MountEntry* out) {
 }
 
 bool ExeOnUpperLayer(pid_t pid, const std::string& exepath) {
-  const std::string proc = "/proc/" + std::to_string(pid);
   struct statfs sfs{};
-  if (exepath.empty() || exepath[0] != '/' || statfs((proc + "/exe").c_str(), &sfs) != 0 ||
-      sfs.f_type != kOverlayMagic) {
-    return false;
-  }
+  const std::string exe = "/proc/" + std::to_string(pid) + "/exe";
+  return statfs(exe.c_str(), &sfs) == 0 && sfs.f_type == kOverlayMagic && OverlayPathOnUpperLayer(pid, exepath);
+}
+
+bool FileOnUpperLayer(pid_t pid, int fd, const std::string& path) {
+  struct statfs sfs{};
+  return fstatfs(fd, &sfs) == 0 && sfs.f_type == kOverlayMagic && OverlayPathOnUpperLayer(pid, path);
+}
+
+bool OverlayPathOnUpperLayer(pid_t pid, const std::string& exepath) {
+  if (exepath.empty() || exepath[0] != '/') return false;
+  const std::string proc = "/proc/" + std::to_string(pid);
   std::string text;
   if (!ReadSmallFile(proc + "/mountinfo", 1 << 20, &text)) return false;
   // The deepest mount point holding the path; among mounts stacked on the

@@ -24,6 +24,11 @@ namespace sidetrace::agent {
 
 // `exepath` is readlink(/proc/PID/exe), in the process's view.
 bool ExeOnUpperLayer(pid_t pid, const std::string& exepath);
+// The same for the file open as `fd` in the agent, named `path` in PID's
+// view (an exec's file, judged before the exec runs).
+bool FileOnUpperLayer(pid_t pid, int fd, const std::string& path);
+// The mountinfo part of both: `path`, known to be on an overlayfs.
+bool OverlayPathOnUpperLayer(pid_t pid, const std::string& path);
 
 // One mountinfo line's fields the check uses; exposed for unit tests.
 struct MountEntry {

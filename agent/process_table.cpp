@@ -9,6 +9,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -57,9 +59,8 @@ Proc::~Proc() {
   if (pidfd >= 0) close(pidfd);
 }
 
-void ProcessTable::Refresh(pid_t pid, Proc* proc) {
+void ProcessTable::RefreshImage(pid_t pid, Proc* proc) {
   auto& info = *proc->info;
-  info.pid = pid;
   std::vector<std::string> argv;
   if (ReadCmdline(pid, &argv) && !argv.empty()) {
     info.exe = argv[0];
@@ -75,6 +76,13 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
     while (!s.empty() && s.back() == '\n') s.pop_back();
     info.name = s;
   }
+}
+
+void ProcessTable::Refresh(pid_t pid, Proc* proc) {
+  auto& info = *proc->info;
+  info.pid = pid;
+  RefreshImage(pid, proc);
+  std::string s;
   if (Readlink(ProcPath(pid, "cwd"), &s)) {
     if (s.empty() || s.back() != '/') s += '/';
     info.cwd = std::move(s);
@@ -165,9 +173,24 @@ Proc* ProcessTable::ByTid(pid_t tid) {
   auto pit = procs_.find(st.tgid);
   if (pit != procs_.end()) {
     proc = pit->second.get();
+  } else if (auto parent = procs_.find(st.ppid); parent != procs_.end()) {
+    // Forked from a known process: what fork copies comes from the parent's
+    // entry; what may have changed since (an exec, chdir, setsid, set*id)
+    // is read now or marked for reading when next needed.
+    proc = AddProcess(st.tgid, parent->second.get());
+    proc->image_stale = true;
+    proc->cwd_valid = false;
+    proc->creds = st;
+    proc->creds_valid = true;
+    auto& info = *proc->info;
+    info.uid = st.euid;
+    info.gid = st.egid;
+    info.cap_effective = st.cap_eff;
+    int32_t tty = 0;
+    info.tty = ReadTtyNr(st.tgid, &tty) ? tty : 0;
+    info.sid = getsid(st.tgid);
   } else {
-    auto parent = procs_.find(st.ppid);
-    proc = AddProcess(st.tgid, parent == procs_.end() ? nullptr : parent->second.get());
+    proc = AddProcess(st.tgid, nullptr);
     Refresh(st.tgid, proc);
   }
   if (tid != st.tgid) AddThread(tid, proc);
@@ -200,6 +223,45 @@ void ProcessTable::AddThread(pid_t tid, Proc* proc) {
   auto it = procs_.find(proc->info->pid);
   if (it == procs_.end()) return;
   if (threads_.emplace(tid, it->second).second) proc->threads.push_back(tid);
+  if (proc->threads.size() < proc->threads_pruned_at) return;
+  // Threads whose exit was not reported (no ptrace): drop the dead ones, so
+  // that a process churning threads does not grow the table without bound.
+  const pid_t pid = proc->info->pid;
+  auto& t = proc->threads;
+  for (size_t i = 0; i < t.size();) {
+    if (t[i] != pid && syscall(SYS_tgkill, pid, t[i], 0) != 0 && errno == ESRCH) {
+      threads_.erase(t[i]);
+      t[i] = t.back();
+      t.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  proc->threads_pruned_at = std::max<size_t>(64, 2 * t.size());
+}
+
+std::shared_ptr<Proc> ProcessTable::RemoveProcess(pid_t pid) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end()) return nullptr;
+  std::shared_ptr<Proc> proc = it->second;
+  for (pid_t t : proc->threads) {
+    auto tit = threads_.find(t);
+    if (tit != threads_.end() && tit->second == proc) threads_.erase(tit);
+  }
+  procs_.erase(it);
+  return proc;
+}
+
+Proc* ProcessTable::Find(pid_t pid) const {
+  auto it = procs_.find(pid);
+  return it == procs_.end() ? nullptr : it->second.get();
+}
+
+void ProcessTable::KeepOnlyThread(Proc* proc, pid_t tid) {
+  for (pid_t t : proc->threads) {
+    if (t != tid) threads_.erase(t);
+  }
+  proc->threads.assign(1, tid);
 }
 
 std::shared_ptr<Proc> ProcessTable::RemoveThread(pid_t tid) {

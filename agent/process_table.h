@@ -39,6 +39,13 @@ struct Proc {
   // checked against /proc/PID/fd before use.
   std::unordered_map<int, event::FdInfo> fds;
   std::vector<pid_t> threads;
+  size_t threads_pruned_at = 64;  // prune dead threads when `threads` grows past this
+  // Lifecycle::kSeccomp: an execve was let through; exe, comm and argv are
+  // re-read before the process is next judged (the call may have failed).
+  bool image_stale = false;
+  // ...and its exec event is due then, if the image changed (no ptrace).
+  bool exec_deferred = false;
+  bool exit_watched = false;  // pidfd in the tracer's exit set
 
   ~Proc();
 };
@@ -60,11 +67,20 @@ class ProcessTable {
   // Thread `tid` exited. Returns the Proc (still alive until the returned
   // pointer is dropped) when this was its last thread.
   std::shared_ptr<Proc> RemoveThread(pid_t tid);
+  // Thread group `pid` exited: drops it and all its threads.
+  std::shared_ptr<Proc> RemoveProcess(pid_t pid);
+  // The entry for thread group `pid`, without consulting /proc.
+  Proc* Find(pid_t pid) const;
+  // Keeps only `tid` among `proc`'s threads (after an exec, the others are
+  // gone; a wrong guess costs a lookup in /proc when one of them traps).
+  void KeepOnlyThread(Proc* proc, pid_t tid);
   // `pid` completed an exec: its other threads are gone and its identity is
   // re-read from /proc.
   Proc* Exec(pid_t pid);
   // Re-reads exe, comm, argv, cwd and credentials from /proc.
   static void Refresh(pid_t pid, Proc* proc);
+  // Re-reads what an exec replaces: exe, comm and argv.
+  static void RefreshImage(pid_t pid, Proc* proc);
   // Re-reads the fd table from /proc/PID/fd (inherited fds at start).
   static void LoadFds(pid_t pid, Proc* proc);
 

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -78,16 +79,18 @@ int ReadTraceeString(pid_t pid, uint64_t addr, size_t max, std::string* out) {
 bool ReadSmallFile(const std::string& path, size_t max, std::string* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  out->resize(max);
-  size_t got = 0;
-  while (got < max) {
-    ssize_t n = read(fd, out->data() + got, max - got);
+  // Read through a stack buffer: most files here are a few hundred bytes,
+  // and sizing `out` to `max` first would clear up to 1 MiB per call. A
+  // short read is not the end of a seq_file, so read until 0.
+  out->clear();
+  char buf[4096];
+  while (out->size() < max) {
+    ssize_t n = read(fd, buf, std::min(sizeof buf, max - out->size()));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    got += static_cast<size_t>(n);
+    out->append(buf, static_cast<size_t>(n));
   }
   close(fd);
-  out->resize(got);
   return true;
 }
 

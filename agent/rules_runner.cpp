@@ -78,9 +78,11 @@ Result<std::unique_ptr<RulesRunner>> RulesRunner::Create(const Options& options)
   return r;
 }
 
-SysSet RulesRunner::Trapped() const {
+namespace {
+
+SysSet TrappedFor(const rules::Engine& engine) {
   SysSet set;
-  auto types = engine_->EventTypes();
+  auto types = engine.EventTypes();
   for (size_t i = 0; i < event::kEventTypeCount; ++i) {
     if (!types.test(i)) continue;
     for (Sys s : SysForEvent(static_cast<event::EventType>(i))) set.Add(s);
@@ -88,6 +90,10 @@ SysSet RulesRunner::Trapped() const {
   for (Sys s : BookkeepingSys()) set.Add(s);
   return set;
 }
+
+}  // namespace
+
+SysSet RulesRunner::Trapped() const { return TrappedFor(*engine_); }
 
 void RulesRunner::TakePendingPolicies() {
   if (!pending_ready_.load(std::memory_order_acquire)) return;
@@ -131,6 +137,20 @@ void RulesRunner::OfferPolicies(const std::vector<rules::RuleSource>& sources) {
     std::string first = report.errors.empty() ? engine.status().message() : report.errors.front().ToString();
     log::Error("pushed policies rejected, keeping the running rules", "reason={}", log::Quote(first));
     return;
+  }
+  SysSet need = TrappedFor(*engine.value());
+  std::string missing;
+  for (size_t i = 0; i < kSysCount; ++i) {
+    Sys s = static_cast<Sys>(i);
+    if (s == Sys::kExecve || s == Sys::kExecveat) continue;  // the tracer's, whatever the rules
+    if (!need.Has(s) || filter_.Has(s)) continue;
+    if (!missing.empty()) missing.push_back(',');
+    missing.append(SysName(s));
+  }
+  if (!missing.empty()) {
+    log::Warn("pushed policies need syscalls this workload's seccomp filter does not trap; rules on them "
+              "see nothing until the workload restarts",
+              "syscalls={}", missing);
   }
   std::lock_guard<std::mutex> lock(pending_mu_);
   pending_ = std::move(engine).value();

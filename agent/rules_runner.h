@@ -42,6 +42,10 @@ class RulesRunner {
 
   // Syscalls the enabled rules can match on, plus the process table's.
   SysSet Trapped() const;
+  // The syscalls the workload's seccomp filter traps (it cannot change once
+  // installed): pushed policies that need more are applied, with a warning
+  // naming the calls they cannot see until the workload restarts.
+  void SetFilter(const SysSet& trapped) { filter_ = trapped; }
   void OnEvent(const event::Event& e);
   // Whether an enabled rule may match `e`, an event whose result (evt.res,
   // fd.num...) is not known yet: the tracer pays for the result only then.
@@ -64,6 +68,7 @@ class RulesRunner {
 
   rules::LoadOptions load_options_;
   std::unique_ptr<rules::Engine> engine_;
+  SysSet filter_ = SysSet::All();
   std::function<void(nlohmann::json)> forward_;
   std::mutex pending_mu_;
   std::unique_ptr<rules::Engine> pending_;  // GUARDED_BY(pending_mu_)

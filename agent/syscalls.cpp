@@ -73,6 +73,8 @@ constexpr std::array<SysDesc, kSysCount> kSys = {{
     {Sys::kFinitModule, "finit_module", EventType::kFinitModule},
     {Sys::kMount, "mount", EventType::kMount},
     {Sys::kIoUringSetup, "io_uring_setup", EventType::kIoUringSetup},
+    {Sys::kExecve, "execve", EventType::kExecve},
+    {Sys::kExecveat, "execveat", EventType::kExecveat},
 }};
 
 constexpr std::array<uint32_t, 3> kArches = {SCMP_ARCH_X86_64, SCMP_ARCH_X86, SCMP_ARCH_X32};
@@ -102,23 +104,38 @@ SysSet SysSet::All() {
   return s;
 }
 
+namespace {
+constexpr uint32_t kX32Bit = 0x40000000;  // __X32_SYSCALL_BIT
+}  // namespace
+
 SysTable::SysTable() {
-  for (uint32_t arch : kArches) {
+  for (size_t abi = 0; abi < kArches.size(); ++abi) {
     for (const auto& d : kSys) {
-      int nr = seccomp_syscall_resolve_name_arch(arch, d.name);
-      if (nr >= 0) entries_.push_back({arch, nr, d.sys});
+      // libseccomp includes __X32_SYSCALL_BIT in x32 numbers.
+      int nr = seccomp_syscall_resolve_name_arch(kArches[abi], d.name);
+      if (nr < 0) continue;
+      nr &= ~static_cast<int>(kX32Bit);
+      if (nr < kMaxNr) by_abi_[abi][static_cast<size_t>(nr)] = static_cast<uint8_t>(static_cast<int>(d.sys) + 1);
     }
   }
 }
 
 std::optional<Sys> SysTable::Lookup(uint32_t arch, int nr) const {
-  for (const auto& e : entries_) {
-    // x32 shares AUDIT_ARCH_X86_64 with native calls; its numbers carry
-    // __X32_SYSCALL_BIT, which libseccomp includes in what it resolves.
-    uint32_t a = e.arch == SCMP_ARCH_X32 ? SCMP_ARCH_X86_64 : e.arch;
-    if (a == arch && e.nr == nr) return e.sys;
+  // x32 shares AUDIT_ARCH_X86_64 with native calls; its numbers carry
+  // __X32_SYSCALL_BIT.
+  size_t abi;
+  if (arch == SCMP_ARCH_X86_64) {
+    abi = (static_cast<uint32_t>(nr) & kX32Bit) ? 2 : 0;
+    nr &= ~static_cast<int>(kX32Bit);
+  } else if (arch == SCMP_ARCH_X86) {
+    abi = 1;
+  } else {
+    return std::nullopt;
   }
-  return std::nullopt;
+  if (nr < 0 || nr >= kMaxNr) return std::nullopt;
+  uint8_t v = by_abi_[abi][static_cast<size_t>(nr)];
+  if (v == 0) return std::nullopt;
+  return static_cast<Sys>(v - 1);
 }
 
 Result<FilterProgram> BuildFilter(const SysSet& set) {

@@ -8,8 +8,10 @@
 //   kContinue  the agent records the arguments, then lets the kernel run the
 //              call (SECCOMP_USER_NOTIF_FLAG_CONTINUE); the result is not
 //              observed;
-//   kPtrace    never in the filter: process lifecycle (fork, vfork, clone,
-//              clone3, execve, execveat, exit) arrives as ptrace events.
+//   lifecycle  fork, vfork, clone, clone3 and exit are never in the filter;
+//              execve and execveat are trapped only when the tracer learns
+//              the process lifecycle from seccomp (Lifecycle::kSeccomp, see
+//              tracer.cpp), and arrive as ptrace events otherwise.
 // fcntl is trapped only for F_DUPFD and F_DUPFD_CLOEXEC (an argument check
 // in the filter): its other commands are hot and tell the rules nothing. The
 // i386 fcntl64 entry point is not trapped.
@@ -17,6 +19,7 @@
 // past it with `int 0x80`. Thread-safety: immutable after start-up.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -38,6 +41,7 @@ enum class Sys : uint8_t {
   kSetuid, kSetgid, kSetreuid, kSetregid, kSetresuid, kSetresgid, kSetgroups,
   kSetfsuid, kSetfsgid, kCapset, kUmask,
   kPtrace, kMemfdCreate, kInitModule, kFinitModule, kMount, kIoUringSetup,
+  kExecve, kExecveat,
   kCount
 };
 inline constexpr size_t kSysCount = static_cast<size_t>(Sys::kCount);
@@ -47,7 +51,8 @@ std::string_view SysName(Sys sys);
 // The Falco event a syscall produces, or nullopt for bookkeeping-only ones
 // (setgroups, umask, chroot...).
 std::optional<event::EventType> SysEvent(Sys sys);
-// The syscalls needed to produce `type` (empty for ptrace-only types).
+// The syscalls needed to produce `type` (empty for types only ptrace
+// reports; execve and execveat for the exec events).
 std::vector<Sys> SysForEvent(event::EventType type);
 // Syscalls trapped whatever the rules say, because the process table needs
 // them: credential changes (for open emulation) and cwd/root changes.
@@ -57,6 +62,7 @@ std::vector<Sys> BookkeepingSys();
 class SysSet {
  public:
   void Add(Sys s) { bits_ |= uint64_t{1} << static_cast<int>(s); }
+  void Remove(Sys s) { bits_ &= ~(uint64_t{1} << static_cast<int>(s)); }
   bool Has(Sys s) const { return bits_ & (uint64_t{1} << static_cast<int>(s)); }
   bool empty() const { return bits_ == 0; }
   // Every monitorable syscall.
@@ -67,15 +73,18 @@ class SysSet {
   static_assert(kSysCount <= 64);
 };
 
-// Maps (audit arch, syscall number) from a seccomp notification to a Sys.
+// Maps (audit arch, syscall number) from a seccomp notification to a Sys:
+// one array index per notification.
 class SysTable {
  public:
   SysTable();
   std::optional<Sys> Lookup(uint32_t arch, int nr) const;
 
  private:
-  struct Entry { uint32_t arch; int nr; Sys sys; };
-  std::vector<Entry> entries_;
+  static constexpr int kMaxNr = 1024;  // above every x86 ABI's numbers
+  // Sys + 1 by number, 0 for unmonitored, per ABI in kArches' order:
+  // x86-64, i386, x32 (without __X32_SYSCALL_BIT).
+  std::array<std::array<uint8_t, kMaxNr>, 3> by_abi_{};
 };
 
 // A compiled BPF program, ready for seccomp(SECCOMP_SET_MODE_FILTER).

@@ -20,15 +20,57 @@
 //     notification and +176/+253 us for a ptrace entry/entry+exit stop.
 //     Without the flag (older kernels) notification runs unsynchronised.
 //
-//  3. ptrace (PTRACE_SEIZE with TRACEFORK|TRACEVFORK|TRACECLONE|TRACEEXEC|
-//     EXITKILL) delivers the process lifecycle: fork/clone events name the
-//     new pid before it runs, exec events arrive only for successful execs
-//     with the new image in place (/proc/PID/exe, cmdline), and waitpid
-//     reports every exit. The lifecycle syscalls are therefore not in the
-//     filter. EXITKILL plus the child's PR_SET_PDEATHSIG mean the workload
-//     cannot outlive or detach from the agent. ptrace also gives the agent
-//     the right to read tracee memory (process_vm_readv) and /proc entries.
+//  3. The process lifecycle comes from one of two places (--lifecycle):
+//     - kSeccomp (the default when alerts are all that is wanted): execve
+//       and execveat are trapped like any monitored call, fork, clone and
+//       exit are not, and no process is ptraced. See "Process lifecycle"
+//       below: an exec costs one synchronous notification instead of three
+//       ptrace stops per fork+exec (each a pair of cross-vCPU wake-ups at
+//       rest, ~250 us here).
+//     - kPtrace (the default with --events-out, a complete record):
+//       PTRACE_SEIZE with TRACEFORK|TRACEVFORK|TRACECLONE|TRACEEXEC|EXITKILL
+//       on every process: fork/clone events name the new pid before it runs,
+//       exec events arrive only for successful execs with the new image in
+//       place (/proc/PID/exe, cmdline), and waitpid reports every exit.
+//       EXITKILL means no descendant can outlive or detach from the agent.
+//     Either way the agent is the workload's ancestor (or holds
+//     CAP_SYS_PTRACE), which gives it the right to read tracee memory
+//     (process_vm_readv), /proc entries and descriptors (pidfd_getfd), and
+//     the main child dies with it (PR_SET_PDEATHSIG).
 //
+// Process lifecycle without ptrace (Lifecycle::kSeccomp)
+// ------------------------------------------------------
+// An exec is judged at its entry like an open: the image it will install is
+// known from its arguments and its file: proc.name is the path's base name
+// (as the kernel sets comm), proc.exe/args come from argv, proc.exepath is
+// the canonical path of the file, or of the "#!" interpreter, opened by the
+// agent without /proc's magic links (PredictExe); only the environment and
+// credentials are left unknown (rules::IsResultField). MayMatch false (an
+// exec of /bin/true): CONTINUE, and the process is marked image_stale, so
+// exe, comm and argv are re-read from /proc before anything it does next is
+// judged (the exec may have failed: a failed exec never renames a process
+// in the table). MayMatch true (a shell spawned by a web server): the thread
+// is PTRACE_SEIZEd with TRACEEXEC only, the call CONTINUEd, and the exec
+// event with its alert comes from the exec stop with the real image, where
+// the thread is detached again; a failed exec makes no stop and raises
+// nothing. Where ptrace is refused (the agent is itself traced), the event
+// is judged at the process's next trapped call instead, if its image
+// changed. A file that cannot be named cheaply (another root, /proc,
+// binfmt_misc) is judged the exact way. The window between the agent's look
+// at the file and the kernel's exec is the open fast path's TOCTOU window.
+// New processes enter the table at their first trapped call, copying their
+// parent's entry as fork does (the image marked stale, cwd re-read when
+// needed, credentials, tty and session read then). Exits: every process in
+// the table has a pidfd in an epoll set polled after the listener, so an
+// exit that happened before a notification was sent is seen before the
+// notification is read and a reused pid is never taken for its former
+// owner; a thread that is not its group's leader is checked with
+// tgkill(pid, tid, 0). Job-control stops of the main child come from
+// wait(WUNTRACED), so stops and continues are the kernel's own. What is
+// given up: fork, clone and exit events (no rule in the bundled policies
+// uses them), and descendants that outlive a killed agent when it is not
+// PID 1 (as PID 1 of a container, its death ends them all).
+
 // Results: the design decision
 // ----------------------------
 // SECCOMP_USER_NOTIF_FLAG_CONTINUE lets the kernel run the call but hides its
@@ -124,9 +166,10 @@
 // drains waitpid(-1, __WALL|WNOHANG), which both reaps orphans (the agent is
 // PID 1 or a child subreaper) and reports ptrace stops. When the main child
 // exits, the agent exits with its status (128+N when killed by signal N).
-// Signal-delivery stops re-inject the signal; group stops (SEIZE reports
-// them as PTRACE_EVENT_STOP) are resumed with PTRACE_LISTEN, so SIGSTOP/
-// SIGTSTP stop the tracee until SIGCONT exactly as without a tracer. When
+// Without ptrace (kSeccomp) signals and job control are the kernel's own.
+// Under ptrace, signal-delivery stops re-inject the signal; group stops
+// (SEIZE reports them as PTRACE_EVENT_STOP) are resumed with PTRACE_LISTEN,
+// so SIGSTOP/SIGTSTP stop the tracee until SIGCONT as without a tracer. When
 // stdin is a terminal the workload gets its own process group and the
 // foreground; if the workload is stopped by a job-control signal and the
 // agent runs under an interactive shell, the agent stops itself too, so that
@@ -134,12 +177,13 @@
 //
 // Threading and order
 // -------------------
-// One thread does everything: poll(2) on the signalfd and the listener fd
-// (poll, not epoll: the synchronous wake-up is passed through poll's wait
-// queue entries and lost by epoll's), ptrace requests (which must come from
-// the tracer thread), emulation and event emission. A notification may come
-// from a thread whose clone event has not been read yet; the process table
-// then builds the entry from /proc. The agent never waits for a tracee.
+// One thread does everything: poll(2) on the signalfd, the listener fd and
+// the exit set (poll, not epoll: the synchronous wake-up is passed through
+// poll's wait queue entries and lost by epoll's), ptrace requests (which
+// must come from the tracer thread), emulation and event emission. A notification may come
+// from a thread whose clone event has not been read yet (or, without ptrace,
+// has none); the process table then builds the entry from the parent's and
+// /proc. The agent never waits for a tracee.
 #include "agent/tracer.h"
 
 #include <fcntl.h>
@@ -149,6 +193,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/audit.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -166,11 +212,13 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
 #include "agent/fd_syscalls.h"
 #include "agent/open_emulator.h"
+#include "agent/overlay.h"
 #include "agent/process_table.h"
 #include "agent/procfs.h"
 #include "agent/socket_syscalls.h"
@@ -190,6 +238,9 @@
 namespace sidetrace::agent {
 
 using event::EventType;
+
+constexpr long kLifecycleOptions =
+    PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL;
 
 int ExitCodeFromStatus(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -300,7 +351,21 @@ struct Tracer::Impl {
     uint64_t opens_fast = 0;      // no rule could match: CONTINUE, result not learnt
     uint64_t opens_emulated = 0;  // performed by the agent: exact result
     uint64_t opens_fallback = 0;  // wanted but not emulable (or emulation off): CONTINUE
+    uint64_t execs = 0;           // execve/execveat trapped (Lifecycle::kSeccomp)
+    uint64_t execs_fast = 0;      // no rule could match: CONTINUE
+    uint64_t execs_exact = 0;     // a rule may match: the result from a ptrace exec stop
+    uint64_t execs_deferred = 0;  // ...but ptrace was refused: judged at the process's next call
   } stats_;
+
+  // Lifecycle::kSeccomp: pidfds of the processes in the table, readable when
+  // one exits; threads seized (PTRACE_O_TRACEEXEC) for an exec's result.
+  int exits_fd = -1;
+  std::unordered_set<pid_t> seized_;
+  std::unordered_set<pid_t> detaching_;  // seized for an exec that failed: PTRACE_INTERRUPT sent
+  bool nnp = false;                 // the workload runs with no_new_privs: exec keeps credentials
+  bool warned_no_pidfd_ = false;
+  event::ProcessInfo exec_image_;   // the image an exec will install, judged at its entry
+  std::vector<std::string> exec_argv_;
 
   sigset_t old_mask{};
   int sigfd = -1;
@@ -386,6 +451,12 @@ struct Tracer::Impl {
     }
     Result<FilterProgram> prog = Status::Unsupported("not built");
     bool want_filter = opt.mode == TraceMode::kAuto && !opt.trapped.empty();
+    // Under Lifecycle::kSeccomp exec is a trapped call like open; otherwise
+    // ptrace reports it.
+    for (Sys s : {Sys::kExecve, Sys::kExecveat}) {
+      if (opt.lifecycle == Lifecycle::kSeccomp) opt.trapped.Add(s);
+      else opt.trapped.Remove(s);
+    }
     if (want_filter) {
       prog = BuildFilter(opt.trapped);
       if (!prog.ok()) {
@@ -414,6 +485,14 @@ struct Tracer::Impl {
       ChildMain(sv[1], want_filter ? &prog.value() : nullptr, need_nnp);
     }
     close(sv[1]);
+    // The agent holds a pidfd per traced process: let it use its hard
+    // descriptor limit (the workload, forked already, keeps its own).
+    rlimit nofile{};
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    const int sock_in_child = sv[1];  // the child's end keeps its number there
     int sock = sv[0];
     struct CloseSock {
       int fd;
@@ -426,17 +505,22 @@ struct Tracer::Impl {
       log::Info("tracing is off; running the workload untraced", "pid={}", child);
       return write(sock, "X", 1) == 1 || true;
     }
-    long opts = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC |
-                PTRACE_O_EXITKILL;
-    if (ptrace(PTRACE_SEIZE, child, 0, opts) != 0) {
-      log::Error(opt.fail_closed ? "cannot trace the workload (no ptrace permission; add SYS_PTRACE)"
-                                 : "cannot trace the workload (no ptrace permission; add SYS_PTRACE); running it untraced",
-                 "error={}", log::Quote(strerror(errno)));
-      if (opt.fail_closed) {
-        kill(child, SIGKILL);
-        return false;
-      }
-      return write(sock, "X", 1) == 1 || true;
+    const bool seccomp_lifecycle = want_filter && opt.lifecycle == Lifecycle::kSeccomp;
+    if (!seccomp_lifecycle) opt.lifecycle = Lifecycle::kPtrace;
+    nnp = want_filter && need_nnp;
+    const char* no_ptrace = "cannot trace the workload (no ptrace permission; add SYS_PTRACE)";
+    if (seccomp_lifecycle) {
+      // Taking the listener needs the same permission as ptrace: check it on
+      // a descriptor of the child before it installs a filter that would
+      // fail every trapped call once nobody listens.
+      int pidfd = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+      int probe = pidfd >= 0 ? static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, sock_in_child, 0)) : -1;
+      int err = errno;
+      if (pidfd >= 0) close(pidfd);
+      if (probe < 0) return Untraceable(no_ptrace, err, sock);
+      close(probe);
+    } else if (ptrace(PTRACE_SEIZE, child, 0, kLifecycleOptions) != 0) {
+      return Untraceable(no_ptrace, errno, sock);
     }
     traced = true;
     const char* mode = "ptrace-only";
@@ -445,6 +529,7 @@ struct Tracer::Impl {
       int32_t reply[2] = {0, 0};
       if (write(sock, "F", 1) != 1 || read(sock, reply, sizeof reply) != sizeof reply) return true;
       if (reply[0] < 0) {
+        if (seccomp_lifecycle) return Untraceable("cannot install the seccomp filter", -reply[0], sock);
         log::Error(opt.fail_closed ? "cannot install the seccomp filter"
                                    : "cannot install the seccomp filter; tracing process lifecycle only",
                    "error={}", log::Quote(strerror(-reply[0])));
@@ -460,15 +545,15 @@ struct Tracer::Impl {
         if (notif_fd < 0) {
           log::Error("cannot take the seccomp listener from the child (pidfd_getfd needs Linux 5.6)",
                      "error={}", log::Quote(strerror(errno)));
-          if (opt.fail_closed) {
+          if (opt.fail_closed || seccomp_lifecycle) {
             kill(child, SIGKILL);
             return false;
           }
         } else {
           fcntl(notif_fd, F_SETFD, FD_CLOEXEC);
-          mode = "notify";
+          mode = seccomp_lifecycle ? "notify" : "notify+ptrace";
           if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0) {
-            mode = "notify-sync";
+            mode = seccomp_lifecycle ? "notify-sync" : "notify-sync+ptrace";
           }
           // ADDFD with SEND on a bogus id: ENOENT means the flag is known.
           seccomp_notif_addfd probe{};
@@ -478,19 +563,46 @@ struct Tracer::Impl {
         }
       }
     }
+    if (opt.lifecycle == Lifecycle::kSeccomp) {
+      exits_fd = epoll_create1(EPOLL_CLOEXEC);
+      if (exits_fd < 0) {
+        log::Error("epoll_create1 failed", "error={}", log::Quote(strerror(errno)));
+        kill(child, SIGKILL);
+        return false;
+      }
+    }
     std::string emulation = opt.emulate == EmulateMode::kAll ? "all" : "rules";
     if (opt.emulate == EmulateMode::kOff) emulation = "off";
     else if (!addfd_send) emulation = "off (kernel lacks SECCOMP_ADDFD_FLAG_SEND)";
     else if (!emulator.available()) emulation = "off (" + emulator.why_unavailable() + ")";
     if (emulation.rfind("off", 0) == 0) opt.emulate = EmulateMode::kOff;
-    log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={}", mode,
-              log::Quote(emulation), waitkill, want_filter && need_nnp, child);
+    std::string trapped;
+    for (size_t i = 0; i < kSysCount && notif_fd >= 0; ++i) {
+      if (!opt.trapped.Has(static_cast<Sys>(i))) continue;
+      if (!trapped.empty()) trapped.push_back(',');
+      trapped.append(SysName(static_cast<Sys>(i)));
+    }
+    log::Info("tracing the workload", "mode={} emulation={} wait_killable={} no_new_privs={} pid={} trapped={}", mode,
+              log::Quote(emulation), waitkill, nnp, child, trapped.empty() ? "none" : trapped);
     if (write(sock, "X", 1) != 1) return true;
     Proc* p = procs.AddProcess(child, nullptr);
     ProcessTable::Refresh(child, p);
     p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
     ProcessTable::LoadFds(child, p);
+    if (exits_fd >= 0) WatchExit(p);
     return true;
+  }
+
+  // Tracing is impossible: one error line, then the workload runs untraced
+  // (true), or with --fail-closed it is killed and the agent fails (false).
+  bool Untraceable(const char* what, int err, int sock) {
+    log::Error(opt.fail_closed ? std::string(what) : std::string(what) + "; running it untraced", "error={}",
+               log::Quote(strerror(err)));
+    if (opt.fail_closed) {
+      kill(child, SIGKILL);
+      return false;
+    }
+    return write(sock, "X", 1) == 1 || true;
   }
 
   // --- events ---------------------------------------------------------------
@@ -525,19 +637,30 @@ struct Tracer::Impl {
   // --- ptrace ---------------------------------------------------------------
 
   void DrainWait() {
+    const bool seccomp_lifecycle = opt.lifecycle == Lifecycle::kSeccomp;
+    // Untraced (kSeccomp), the main child's job-control stops and continues
+    // come from wait(2) itself.
+    const int flags = __WALL | WNOHANG | (seccomp_lifecycle ? WUNTRACED | WCONTINUED : 0);
     while (true) {
       int status = 0;
-      pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+      pid_t tid = waitpid(-1, &status, flags);
       if (tid <= 0) return;
       if (WIFEXITED(status) || WIFSIGNALED(status)) {
         OnExit(tid, status);
       } else if (WIFSTOPPED(status)) {
-        OnStop(tid, status);
+        // An event stop (exec from a non-leader thread reports the leader's
+        // id) or any stop of a seized thread is ptrace's.
+        if (!seccomp_lifecycle || (status >> 16) != 0 || seized_.count(tid)) OnStop(tid, status);
+        else if (tid == child) OnChildJobStop(WSTOPSIG(status));
+      } else if (WIFCONTINUED(status) && tid == child) {
+        child_stopped = false;
       }
     }
   }
 
   void OnExit(pid_t tid, int status) {
+    seized_.erase(tid);
+    detaching_.erase(tid);
     std::shared_ptr<Proc> gone = procs.RemoveThread(tid);
     if (gone && sink->wanted()) {
       NewEvent(EventType::kProcExit, tid, nullptr);
@@ -562,9 +685,24 @@ struct Tracer::Impl {
         return;
       case PTRACE_EVENT_EXEC:
         OnExec(tid);
-        ptrace(PTRACE_CONT, tid, 0, 0);
+        if (opt.lifecycle == Lifecycle::kSeccomp) {
+          // Seized for this exec's result only (OnExecEntry).
+          ptrace(PTRACE_GETEVENTMSG, tid, 0, &msg);
+          for (pid_t t : {static_cast<pid_t>(msg), tid}) {
+            seized_.erase(t);
+            detaching_.erase(t);
+          }
+          ptrace(PTRACE_DETACH, tid, 0, 0);
+        } else {
+          ptrace(PTRACE_CONT, tid, 0, 0);
+        }
         return;
       case PTRACE_EVENT_STOP:
+        if (detaching_.erase(tid) && sig == SIGTRAP) {
+          seized_.erase(tid);
+          ptrace(PTRACE_DETACH, tid, 0, 0);
+          return;
+        }
         if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
           // Group stop: stay stopped until SIGCONT, but keep reporting.
           ptrace(PTRACE_LISTEN, tid, 0, 0);
@@ -613,6 +751,8 @@ struct Tracer::Impl {
   void OnExec(pid_t pid) {
     Proc* p = procs.Exec(pid);
     if (!p) return;
+    p->image_stale = false;
+    p->exec_deferred = false;
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     if (!sink->wanted()) return;
     EventType type = EventType::kExecve;
@@ -675,13 +815,24 @@ struct Tracer::Impl {
     if (ioctl(notif_fd, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;  // ENOENT: the caller died
     ++stats_.notifications;
     std::optional<Sys> sys = sys_table.Lookup(req.data.arch, req.data.nr);
-    Proc* p = sys ? procs.ByTid(static_cast<pid_t>(req.pid)) : nullptr;
+    Proc* p = sys ? Caller(static_cast<pid_t>(req.pid)) : nullptr;
     if (!sys || !p) {
       Continue(req.id);
       return;
     }
     const pid_t tid = static_cast<pid_t>(req.pid);
     const auto& a = req.data.args;
+    // (An exec replaces the image anyway: its old one is never judged.)
+    if (p->image_stale && *sys != Sys::kExecve && *sys != Sys::kExecveat) RefreshImage(tid, p);
+    if (exits_fd >= 0) {
+      RefreshStaleAncestors(p);
+      // Seized for an exec that failed (it would have stopped): let go at
+      // the next stop rather than keep stopping at its signals.
+      if (!seized_.empty() && *sys != Sys::kExecve && *sys != Sys::kExecveat && seized_.count(tid) &&
+          detaching_.insert(tid).second) {
+        ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+      }
+    }
     switch (*sys) {
       case Sys::kOpen: return OnOpen(req, p, EventType::kOpen, AT_FDCWD, a[0], a[1], a[2], 0, false);
       case Sys::kCreat:
@@ -700,8 +851,261 @@ struct Tracer::Impl {
       case Sys::kConnect: return OnConnect(req, p);
       case Sys::kDup: case Sys::kDup2: case Sys::kDup3: case Sys::kFcntl: return OnDup(req, p, *sys);
       case Sys::kBind: case Sys::kListen: case Sys::kAccept: case Sys::kAccept4: return OnSocketCall(req, p, *sys);
+      case Sys::kExecve: case Sys::kExecveat: return OnExecEntry(req, p, *sys);
       default: return OnOther(req, p, *sys);
     }
+  }
+
+  // --- process lifecycle without ptrace (Lifecycle::kSeccomp) ---------------
+
+  // The process a notifying thread belongs to. Untraced processes report no
+  // exit: a process's exit arrives through its pidfd (DrainExits, which the
+  // loop runs before a notification can be read from a reused pid), and a
+  // thread that is not the leader is checked with tgkill(pid, tid, 0), since
+  // its number may have been reused since it was last seen.
+  Proc* Caller(pid_t tid) {
+    Proc* p = procs.ByTid(tid);
+    if (!p || exits_fd < 0) return p;
+    if (tid != p->info->pid && syscall(SYS_tgkill, p->info->pid, tid, 0) != 0 && errno == ESRCH) {
+      procs.RemoveThread(tid);
+      p = procs.ByTid(tid);
+      if (!p) return nullptr;
+    }
+    if (!p->exit_watched) WatchExit(p);
+    return p;
+  }
+
+  void WatchExit(Proc* p) {
+    p->exit_watched = true;
+    if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, p->info->pid, 0));
+    if (p->pidfd < 0) {
+      // ESRCH: gone already, and a later lookup finds no /proc entry.
+      if (errno != ESRCH && !warned_no_pidfd_) {
+        warned_no_pidfd_ = true;
+        log::Warn("cannot watch a process's exit; a reused pid may be taken for it", "error={}",
+                  log::Quote(strerror(errno)));
+      }
+      return;
+    }
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = static_cast<uint64_t>(static_cast<uint32_t>(p->info->pid)) << 32 | static_cast<uint32_t>(p->pidfd);
+    epoll_ctl(exits_fd, EPOLL_CTL_ADD, p->pidfd, &e);
+  }
+
+  // Drops the processes whose pidfd says they exited (closing the pidfd
+  // takes it out of the epoll set).
+  void DrainExits() {
+    epoll_event evs[64];
+    int n = 0;
+    do {
+      n = epoll_wait(exits_fd, evs, 64, 0);
+      for (int i = 0; i < n; ++i) {
+        pid_t pid = static_cast<pid_t>(evs[i].data.u64 >> 32);
+        int fd = static_cast<int>(evs[i].data.u64 & 0xffffffffu);
+        Proc* p = procs.Find(pid);
+        if (p && p->pidfd == fd) {
+          std::shared_ptr<Proc> gone = procs.RemoveProcess(pid);
+          seized_.erase(pid);
+        } else {
+          epoll_ctl(exits_fd, EPOLL_CTL_DEL, fd, nullptr);
+        }
+      }
+    } while (n == 64);
+  }
+
+  // An execve was let through earlier: the process runs the new image, or
+  // the call failed and it runs the old one. /proc says which.
+  void RefreshImage(pid_t tid, Proc* p) {
+    p->image_stale = false;
+    const bool deferred = p->exec_deferred;
+    p->exec_deferred = false;
+    std::string old_exepath, old_name;
+    std::vector<std::string> old_args;
+    if (deferred) {
+      old_exepath = p->info->exepath;
+      old_name = p->info->name;
+      old_args = p->info->args;
+    }
+    const pid_t pid = p->info->pid;
+    // An exec leaves one thread, which then has the leader's id.
+    if (tid == pid) procs.KeepOnlyThread(p, tid);
+    ProcessTable::RefreshImage(pid, p);
+    if (!nnp) p->creds_valid = false;  // a set-user-ID image may have changed them
+    p->info->start_ns = NowNs();
+    if (deferred && sink->wanted() &&
+        (p->info->exepath != old_exepath || p->info->name != old_name || p->info->args != old_args)) {
+      NewEvent(EventType::kExecve, pid, p);
+      ev.res = 0;
+      ev.SetArg("filename", p->info->exepath);
+      Emit();
+    }
+  }
+
+  // proc.pname and proc.aname[N] name ancestors as they run now: one that
+  // exec'd and has not trapped since is re-read first.
+  void RefreshStaleAncestors(Proc* p) {
+    int depth = 0;
+    for (const event::ProcessInfo* a = p->info->parent.get(); a && depth < 8; a = a->parent.get(), ++depth) {
+      Proc* ap = procs.Find(a->pid);
+      if (ap && ap->info.get() == a && ap->image_stale) RefreshImage(a->pid, ap);
+    }
+  }
+
+  // execve/execveat at entry. The image it will install is known from its
+  // arguments (name, argv); the rules are asked whether any may match an
+  // exec of it whatever the result. None: CONTINUE, and the table re-reads
+  // the image from /proc before the process is next judged. One may: the
+  // thread is ptrace-seized for this exec only, so that the exec event (and
+  // its alert) comes from the exec stop with the real result and image, and
+  // is detached there. A failed exec raises nothing.
+  void OnExecEntry(const seccomp_notif& req, Proc* p, Sys sys) {
+    const pid_t tid = static_cast<pid_t>(req.pid);
+    ++stats_.execs;
+    p->image_stale = true;
+    bool may_match = sink->wanted();
+    // Only the native execve's arguments are read here; execveat (names by
+    // descriptor, AT_EMPTY_PATH) and the 32-bit ABIs go the exact way.
+    const bool native = sys == Sys::kExecve && req.data.arch == AUDIT_ARCH_X86_64 && req.data.nr == SYS_execve;
+    if (may_match && native && ReadExecArgs(tid, req.data.args[0], req.data.args[1]) && StillValid(req.id)) {
+      NewEvent(EventType::kExecve, tid, p);  // makes p's cwd and credentials current
+      exec_image_ = *p->info;
+      std::string_view base = path_;
+      if (size_t slash = base.rfind('/'); slash != std::string_view::npos) base.remove_prefix(slash + 1);
+      exec_image_.name.assign(base.substr(0, 15));  // TASK_COMM_LEN - 1, as the kernel names it
+      exec_image_.exe = exec_argv_.empty() ? path_ : exec_argv_[0];
+      exec_image_.args.assign(exec_argv_.begin() + (exec_argv_.empty() ? 0 : 1), exec_argv_.end());
+      switch (PredictExe(p, &exec_image_)) {
+        case Prediction::kImage:
+          ev.proc = &exec_image_;
+          ev.SetArg("filename", exec_image_.exepath);
+          sink->StampContainer(ev);
+          ev.num = sink->emitted() + 1;
+          may_match = opt.may_match && opt.may_match(ev);
+          break;
+        case Prediction::kFails: may_match = false; break;  // a failed exec raises nothing
+        case Prediction::kUnknown: break;
+      }
+    }
+    if (!may_match) {
+      if (Continue(req.id)) ++stats_.execs_fast;
+      return;
+    }
+    if (seized_.count(tid) || ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL) == 0) {
+      seized_.insert(tid);
+      ++stats_.execs_exact;
+    } else {
+      if (stats_.execs_deferred == 0) {
+        log::Warn("cannot ptrace an exec to learn its result; exec events are judged at the process's next call",
+                  "error={}", log::Quote(strerror(errno)));
+      }
+      p->exec_deferred = true;
+      ++stats_.execs_deferred;
+    }
+    Continue(req.id);
+  }
+
+  // kImage: the file an exec of path_ will run, named as /proc/PID/exe will
+  // name it (the canonical path of the file, or of its "#!" interpreter),
+  // filled into image's exepath, is_exe_from_memfd and is_exe_upper_layer
+  // (and, for a script, exe and args as the kernel rewrites them). kFails:
+  // the path names nothing (a shell trying each PATH entry). kUnknown: the
+  // agent cannot tell cheaply and exactly (another root, a relative path
+  // with an unknown cwd, a path through /proc's magic links, a file that is
+  // neither ELF nor a script on an ELF interpreter: binfmt_misc).
+  enum class Prediction { kImage, kFails, kUnknown };
+  Prediction PredictExe(Proc* p, event::ProcessInfo* image) {
+    if (!p->same_root || (path_.empty() || (path_[0] != '/' && !p->cwd_valid))) return Prediction::kUnknown;
+    ResolveName(path_[0] == '/' ? std::string_view() : std::string_view(p->info->cwd), path_, &scratch_);
+    char head[256];
+    int fd = OpenRegularFile(scratch_, head, sizeof head);
+    if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? Prediction::kFails : Prediction::kUnknown;
+    if (memcmp(head, "#!", 2) == 0) {
+      // The kernel's rule: the interpreter is the first word after "#!".
+      std::string_view line(head + 2, strnlen(head + 2, sizeof head - 2));
+      line = line.substr(0, line.find('\n'));
+      size_t start = line.find_first_not_of(" \t");
+      if (start == std::string_view::npos || line[start] != '/') {
+        close(fd);
+        return Prediction::kUnknown;
+      }
+      line.remove_prefix(start);
+      size_t end = line.find_first_of(" \t");
+      std::string interp(line.substr(0, end));
+      // The kernel runs "interp [arg] path argv[1]...": the rest of the
+      // line (trimmed) is one argument, and the script is named as given.
+      std::string_view rest = end == std::string_view::npos ? std::string_view() : line.substr(end);
+      rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of(" \t")));
+      rest = rest.substr(0, rest.find_last_not_of(" \t\r") + 1);
+      std::vector<std::string> args;
+      if (!rest.empty()) args.emplace_back(rest);
+      args.push_back(path_);
+      args.insert(args.end(), image->args.begin(), image->args.end());
+      image->args = std::move(args);
+      image->exe = interp;
+      close(fd);
+      fd = OpenRegularFile(interp, head, sizeof head);
+      if (fd < 0) return Prediction::kUnknown;
+    }
+    bool ok = memcmp(head, "\x7f" "ELF", 4) == 0 && Readlink(fmt::format("/proc/self/fd/{}", fd), &image->exepath) &&
+              !image->exepath.empty() && image->exepath[0] == '/';
+    if (ok) {
+      image->exe_from_memfd = false;
+      image->exe_upper_layer = FileOnUpperLayer(p->info->pid, fd, image->exepath);
+    }
+    close(fd);
+    return ok ? Prediction::kImage : Prediction::kUnknown;
+  }
+
+  // Opens `path` for reading if it is a regular file, reached without
+  // /proc's magic links (which would name the agent's files, not the
+  // tracee's), and reads its first bytes into head (zero-filled). -1 if not,
+  // with errno from the path's lookup when it names nothing.
+  static int OpenRegularFile(const std::string& path, char* head, size_t size) {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_MAGICLINKS;
+    int pfd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+    if (pfd < 0) return -1;
+    struct stat st{};
+    int fd = -1;
+    if (fstat(pfd, &st) == 0 && S_ISREG(st.st_mode)) {
+      fd = open(fmt::format("/proc/self/fd/{}", pfd).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    }
+    close(pfd);
+    if (fd < 0) {
+      errno = EACCES;
+      return -1;
+    }
+    memset(head, 0, size);
+    if (pread(fd, head, size - 1, 0) < 4) {
+      close(fd);
+      errno = ENOEXEC;
+      return -1;
+    }
+    return fd;
+  }
+
+  // execve's path into path_ and argv into exec_argv_ (at most 4096
+  // arguments of 128 KiB in all; the rest is cut, as Falco cuts it).
+  bool ReadExecArgs(pid_t tid, uint64_t path_addr, uint64_t argv_addr) {
+    if (ReadTraceeString(tid, path_addr, kMaxPath, &path_) != 0) return false;
+    exec_argv_.clear();
+    size_t total = 0;
+    uint64_t ptrs[32];
+    for (size_t i = 0; argv_addr && i < 4096 && total < 128 * 1024;) {
+      // Never read across a page end the array may not cross.
+      uint64_t at = argv_addr + i * 8;
+      size_t n = std::min<size_t>(32, (4096 - (at & 4095)) / 8);
+      if (n == 0 || ReadTraceeMemory(tid, at, ptrs, n * 8) != 0) return false;
+      for (size_t k = 0; k < n; ++k, ++i) {
+        if (ptrs[k] == 0) return true;
+        std::string& arg = exec_argv_.emplace_back();
+        if (ReadTraceeString(tid, ptrs[k], 128 * 1024 - total, &arg) != 0) return false;
+        total += arg.size() + 1;
+      }
+    }
+    return true;
   }
 
   // The open family. With EmulateMode::kRules the event is built first, with
@@ -935,7 +1339,35 @@ struct Tracer::Impl {
     event::FdInfo old;
     const bool described = DescribeFd(p->info->pid, p->pidfd, static_cast<int>(a[0]), &old);
     const bool wanted = sink->wanted();
-    if (wanted) NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+    // The event as known at entry: the duplicated descriptor and the
+    // arguments; the result (the new fd) comes after.
+    auto describe = [&](int64_t oldfd, bool cloexec) {
+      NewEvent(*SysEvent(sys), static_cast<pid_t>(req.pid), p);
+      if (described) ev.fd = old;
+      ev.fd.num = oldfd;
+      auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
+      if (sys == Sys::kFcntl) {
+        num("fd", a[0]);
+        ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
+      } else {
+        num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
+        if (sys != Sys::kDup) num("newfd", a[1]);
+        if (sys == Sys::kDup3) ev.SetArg("flags", cloexec ? "O_CLOEXEC" : "0");
+      }
+    };
+    if (wanted && opt.emulate == EmulateMode::kRules) {
+      // As for opens: the exact result (an ADDFD, two cross-CPU wake-ups for
+      // dup) is paid for only when a rule may match.
+      describe(static_cast<int32_t>(a[0]), (a[2] & O_CLOEXEC) != 0);
+      sink->StampContainer(ev);
+      ev.num = sink->emitted() + 1;
+      if (!(opt.may_match && opt.may_match(ev))) {
+        if (!Continue(req.id)) return;
+        ev.SetArg("res", "unknown");
+        sink->Emit(ev, /*may_alert=*/false);
+        return;
+      }
+    }
     DupOutcome out = HandleDup(notif_fd, req, p->pidfd, sys, opt.emulate != EmulateMode::kOff);
     if (!out.replied) return;
     if (out.res >= 0) {
@@ -945,18 +1377,8 @@ struct Tracer::Impl {
       if (!described) fd.name.clear();
     }
     if (!wanted) return;
+    describe(out.oldfd, out.cloexec);
     ev.res = out.res;
-    if (described) ev.fd = old;
-    ev.fd.num = out.oldfd;
-    auto num = [&](const char* name, uint64_t v) { ev.SetArg(name, std::to_string(static_cast<int64_t>(v))); };
-    if (sys == Sys::kFcntl) {
-      num("fd", a[0]);
-      ev.SetArg("cmd", static_cast<uint32_t>(a[1]) == F_DUPFD ? "F_DUPFD" : "F_DUPFD_CLOEXEC");
-    } else {
-      num(sys == Sys::kDup ? "fd" : "oldfd", a[0]);
-      if (sys != Sys::kDup) num("newfd", a[1]);
-      if (sys == Sys::kDup3) ev.SetArg("flags", out.cloexec ? "O_CLOEXEC" : "0");
-    }
     if (!out.known) ev.SetArg("res", "unknown");
     Emit();
   }
@@ -1094,13 +1516,17 @@ struct Tracer::Impl {
   int Loop() {
     while (exit_code < 0) {
       sink->Flush();
-      pollfd fds[2] = {{sigfd, POLLIN, 0}, {notif_fd, POLLIN, 0}};
-      int n = poll(fds, notif_fd >= 0 ? 2 : 1, -1);
+      // exits_fd is polled after notif_fd: an exit that happened before a
+      // notification was sent is then seen before that notification is
+      // read, so a reused pid is never taken for the process that had it.
+      pollfd fds[3] = {{sigfd, POLLIN, 0}, {notif_fd, POLLIN, 0}, {exits_fd, POLLIN, 0}};
+      int n = poll(fds, 3, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         log::Error("poll failed", "error={}", log::Quote(strerror(errno)));
         break;
       }
+      if (fds[2].revents & POLLIN) DrainExits();
       if (notif_fd >= 0 && (fds[1].revents & POLLIN)) HandleNotification();
       if (notif_fd >= 0 && (fds[1].revents & (POLLHUP | POLLERR))) {
         // No process left holding the filter.
@@ -1117,10 +1543,11 @@ struct Tracer::Impl {
     getrusage(RUSAGE_SELF, &ru);
     auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
     log::Info("tracing finished",
-              "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} cpu_user_us={} "
-              "cpu_sys_us={}",
+              "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} execs={} execs_fast={} "
+              "execs_exact={} execs_deferred={} cpu_user_us={} cpu_sys_us={}",
               stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
-              us(ru.ru_utime), us(ru.ru_stime));
+              stats_.execs, stats_.execs_fast, stats_.execs_exact, stats_.execs_deferred, us(ru.ru_utime),
+              us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };

@@ -32,11 +32,19 @@ enum class EmulateMode {
   kOff,    // never: the kernel runs every call, results are unknown
 };
 
+// Where the process lifecycle (exec above all) comes from (see "Process
+// lifecycle" at the top of tracer.cpp).
+enum class Lifecycle {
+  kSeccomp,  // execve trapped like any monitored call; ptrace only for an exec a rule may care about
+  kPtrace,   // ptrace fork, clone, exec and exit events for every process: a complete record
+};
+
 struct TracerOptions {
   std::vector<std::string> argv;   // PROGRAM ARGS..., looked up on PATH
   TraceMode mode = TraceMode::kAuto;
   bool fail_closed = false;        // exit non-zero instead of running untraced
   EmulateMode emulate = EmulateMode::kRules;
+  Lifecycle lifecycle = Lifecycle::kSeccomp;
   // Whether an enabled rule may match an event whose result is not known
   // yet (rules::Engine::MayMatch). Unset: no rule looks at events.
   std::function<bool(const event::Event&)> may_match;

@@ -110,8 +110,9 @@ class Session : public std::enable_shared_from_this<Session> {
                    false);
     }
     decoder_.Append(buf_.data(), n);
-    std::vector<std::string> lines;
-    uint64_t max_seq = 0;
+    // This read's alerts, one JSON text per line, for one spool append.
+    std::string lines;
+    uint64_t count = 0, max_seq = 0;
     for (;;) {
       auto body = decoder_.NextBody();
       if (!body.ok()) {
@@ -121,14 +122,15 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!body->has_value()) break;
       // Alerts, nearly every frame, go straight from CBOR to JSON text.
       uint64_t seq = 0;
-      std::string line;
-      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &line)) {
+      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &line_)) {
         if (seq <= last_seq_) {
           server_->metrics_->bad_frames++;
           return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
         }
         last_seq_ = max_seq = seq;
-        lines.push_back(std::move(line));
+        lines += line_;
+        lines += '\n';
+        ++count;
         continue;
       }
       auto msg = link::DecodeBody(**body);
@@ -156,7 +158,9 @@ class Session : public std::enable_shared_from_this<Session> {
           // A batch mixes agents: each alert names its own for the backend.
           json& alert = m.body["alert"];
           if (!alert.contains("agent_id")) alert["agent_id"] = agent_id_;
-          lines.push_back(link::DumpJson(alert));
+          lines += link::DumpJson(alert);
+          lines += '\n';
+          ++count;
           break;
         }
         case link::MessageType::kStats:
@@ -173,10 +177,9 @@ class Session : public std::enable_shared_from_this<Session> {
           return Close(fmt::format("unexpected {} from an agent", link::MessageTypeName(m.type)), true);
       }
     }
-    if (lines.empty()) return DoRead();
+    if (count == 0) return DoRead();
     waiting_spool_ = true;
-    size_t count = lines.size();
-    server_->spool_->Append(std::move(lines), [self = shared_from_this(), max_seq, count](bool durable) {
+    server_->spool_->Append(std::move(lines), count, [self = shared_from_this(), max_seq, count](bool durable) {
       asio::post(self->socket_.get_executor(), [self, max_seq, count, durable] {
         if (!durable) return self->Close("spool write failed; the agent will resend", false);
         self->server_->metrics_->alerts_in += count;
@@ -319,6 +322,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string agent_id_;
   std::array<char, kReadBuffer> buf_;
   link::FrameDecoder decoder_;
+  std::string line_;  // an alert's JSON text, reused
   std::deque<std::string> outbox_;
   bool writing_ = false;
   bool welcomed_ = false;

@@ -52,6 +52,7 @@ Result<Config> ParseConfig(int argc, char** argv) {
     ("spool-max-bytes", po::value(&c.spool_max_bytes)->default_value(c.spool_max_bytes), "spool cap; beyond it the oldest alerts are dropped (counted)")
     ("batch-max-events", po::value(&c.batch_max_events)->default_value(c.batch_max_events), "alerts per batch to the backend")
     ("batch-max-delay", po::value(&c.batch_max_delay_ms)->default_value(c.batch_max_delay_ms), "ms an alert waits for its batch to fill")
+    ("post-max-events", po::value(&c.post_max_events)->default_value(c.post_max_events), "with a backlog, waiting batches are merged into POSTs of up to this many alerts")
     ("http", po::value(&c.http)->default_value(c.http), "ADDR:PORT for /healthz and /metrics (empty: off)")
     ("tls-cert", po::value(&c.tls_cert), "PEM certificate: serve agents over TLS (with --tls-key)")
     ("tls-key", po::value(&c.tls_key), "PEM private key for --tls-cert")
@@ -84,6 +85,7 @@ Result<Config> ParseConfig(int argc, char** argv) {
   if (c.access_key.empty()) return Status::InvalidArgument("--access-key is required");
   if (c.tls_cert.empty() != c.tls_key.empty()) return Status::InvalidArgument("--tls-cert and --tls-key go together");
   if (c.batch_max_events == 0) return Status::InvalidArgument("--batch-max-events must be >= 1");
+  if (c.post_max_events == 0) return Status::InvalidArgument("--post-max-events must be >= 1");
   if (c.threads == 0 || c.threads > 64) return Status::InvalidArgument("--threads must be 1..64");
   if (c.backend_connections == 0 || c.backend_connections > 16) return Status::InvalidArgument("--backend-connections must be 1..16");
   if (c.heartbeat_ms < 100) return Status::InvalidArgument("--heartbeat-ms must be >= 100");

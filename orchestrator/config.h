@@ -21,6 +21,7 @@ struct Config {
   uint64_t spool_max_bytes = 1ull << 30;
   uint32_t batch_max_events = 1000;
   uint32_t batch_max_delay_ms = 200;
+  uint32_t post_max_events = 2000;   // batches waiting in the spool are merged per POST up to this
   std::string http = "0.0.0.0:8667";  // /healthz and /metrics; "" disables
   std::string tls_cert;             // agent listener TLS (both or neither)
   std::string tls_key;

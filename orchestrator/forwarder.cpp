@@ -12,9 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -238,20 +238,17 @@ void Forwarder::Stop() {
 
 namespace {
 
-// A batch's alerts: one JSON text per line of its spool file.
-Status ReadLines(const Spool::Batch& batch, std::vector<std::string>* lines) {
-  std::ifstream in(batch.path, std::ios::binary);
-  if (!in) return Status::IoError(fmt::format("{}: cannot read", batch.path));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) lines->push_back(std::move(line));
+// A batch's alerts: one JSON text per line of `text`.
+void SplitLines(std::string_view text, std::vector<std::string_view>* lines) {
+  while (!text.empty()) {
+    size_t eol = std::min(text.find('\n'), text.size());
+    if (eol > 0) lines->push_back(text.substr(0, eol));
+    text.remove_prefix(std::min(eol + 1, text.size()));
   }
-  if (in.bad()) return Status::IoError(fmt::format("{}: read error", batch.path));
-  return Status::Ok();
 }
 
 // {"events":[lines[begin..end)],"agents":AGENTS}: the lines are already JSON.
-std::string Body(const std::vector<std::string>& lines, size_t begin, size_t end, const std::string& agents) {
+std::string Body(const std::vector<std::string_view>& lines, size_t begin, size_t end, const std::string& agents) {
   size_t size = 32 + agents.size();
   for (size_t i = begin; i < end; ++i) size += lines[i].size() + 1;
   std::string body;
@@ -279,7 +276,7 @@ bool Refused(int status) {
 // A refused range is split in halves and each half sent on its own, down to
 // single alerts, which are dropped and counted: so one oversize (413) or
 // malformed (400) alert costs only itself, never its batch.
-Status Forwarder::Deliver(BackendClient* client, const std::vector<std::string>& lines, size_t begin, size_t end,
+Status Forwarder::Deliver(BackendClient* client, const std::vector<std::string_view>& lines, size_t begin, size_t end,
                           std::string* agents, Tally* tally) {
   std::string reply;
   int status = 0;
@@ -333,7 +330,8 @@ void Forwarder::Run(BackendClient* client) {
   auto backoff = std::chrono::milliseconds(250);
   std::string last_error;
   auto idle_since = std::chrono::steady_clock::now();
-  std::vector<std::string> lines;
+  std::string text;
+  std::vector<std::string_view> lines;
   while (!stop_) {
     auto batch = spool_->Take(std::chrono::milliseconds(200));
     if (stop_) {
@@ -348,9 +346,16 @@ void Forwarder::Run(BackendClient* client) {
     }
     std::vector<std::string> ids;
     std::string agents = registry_->TakeDirty(&ids).dump(-1, ' ', false, json::error_handler_t::replace);
+    Tally tally;
+    Status st;
     lines.clear();
     if (batch) {
-      Status read = ReadLines(*batch, &lines);
+      // Nearly always one POST of the whole batch: its bytes become the
+      // body with one copy, newlines turned into commas. Only a refused or
+      // reset POST needs the lines one by one (Deliver splits and retries).
+      std::string body = "{\"events\":[";
+      size_t events_at = body.size();
+      Status read = Spool::Read(*batch, &body);
       if (!read.ok()) {
         log::Error("spool: unreadable batch dropped", "reason={}", log::Quote(read.message()));
         metrics_->spool_write_errors++;
@@ -358,9 +363,27 @@ void Forwarder::Run(BackendClient* client) {
         registry_->Restore(ids);
         continue;
       }
+      std::replace(body.begin() + static_cast<long>(events_at), body.end(), '\n', ',');
+      if (body.size() > events_at) body.pop_back();
+      body += "],\"agents\":";
+      body += agents;
+      body += '}';
+      std::string reply;
+      int status = 0;
+      st = client->Post(kBatchTarget, std::move(body), false, &reply, &status);
+      if (st.ok()) {
+        tally.stored = batch->events;
+      } else if (status == BackendClient::kConnectionLost || Refused(status)) {
+        text.clear();
+        read = Spool::Read(*batch, &text);
+        if (read.ok()) {
+          SplitLines(text, &lines);
+          st = Deliver(client, lines, 0, lines.size(), &agents, &tally);
+        }
+      }
+    } else {
+      st = Deliver(client, lines, 0, 0, &agents, &tally);
     }
-    Tally tally;
-    Status st = Deliver(client, lines, 0, lines.size(), &agents, &tally);
     idle_since = std::chrono::steady_clock::now();
     if (st.ok()) {
       if (tally.agents_deferred) registry_->Restore(ids);

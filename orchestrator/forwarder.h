@@ -22,6 +22,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -49,7 +50,7 @@ class Forwarder {
     bool agents_deferred = false;  // agent records left for the next POST
   };
   void Run(BackendClient* client);
-  Status Deliver(BackendClient* client, const std::vector<std::string>& lines, size_t begin, size_t end,
+  Status Deliver(BackendClient* client, const std::vector<std::string_view>& lines, size_t begin, size_t end,
                  std::string* agents, Tally* tally);
 
   const Config& config_;

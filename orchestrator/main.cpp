@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   Metrics metrics;
   AgentRegistry registry;
   Spool spool({config.spool_dir, config.spool_max_bytes, config.batch_max_events,
-               std::chrono::milliseconds(config.batch_max_delay_ms)},
+               std::chrono::milliseconds(config.batch_max_delay_ms), config.post_max_events},
               &metrics);
   if (Status st = spool.Open(); !st.ok()) {
     log::Error("cannot open the spool", "reason={}", log::Quote(st.message()));

@@ -134,6 +134,7 @@ std::string MetricsText(const Metrics& m, const AgentRegistry& registry) {
   add("spool_dropped_alerts_total", "counter", "Alerts dropped because the spool was full.",
       m.spool_dropped_alerts.load());
   add("spool_write_errors_total", "counter", "Spool writes that failed.", m.spool_write_errors.load());
+  add("spool_syncs_total", "counter", "Spool group commits (one fdatasync each).", m.spool_syncs.load());
   add("policy_pushes_total", "counter", "Policy updates pushed to agents.", m.policy_pushes.load());
   out += registry.MetricsText();
   return out;

@@ -30,6 +30,7 @@ struct Metrics {
   std::atomic<uint64_t> spool_batches{0};
   std::atomic<uint64_t> spool_dropped_alerts{0};     // dropped: spool over --spool-max-bytes
   std::atomic<uint64_t> spool_write_errors{0};
+  std::atomic<uint64_t> spool_syncs{0};              // group commits (one fdatasync each)
   std::atomic<uint64_t> policy_pushes{0};
   std::atomic<bool> backend_up{false};
 };

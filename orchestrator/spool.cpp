@@ -1,13 +1,16 @@
 #include "orchestrator/spool.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "common/util/log.h"
 
@@ -18,15 +21,25 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-bool WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = write(fd, data.data() + off, data.size() - off);
+// Writes every piece, in order, with as few writev calls as the kernel
+// allows (IOV_MAX pieces each); the pieces point into the appends, so a
+// round is not copied into one buffer first.
+bool WriteAll(int fd, std::vector<iovec>& pieces) {
+  size_t i = 0;
+  while (i < pieces.size()) {
+    ssize_t n = writev(fd, &pieces[i], static_cast<int>(std::min<size_t>(pieces.size() - i, IOV_MAX)));
     if (n < 0) {
       if (errno == EINTR) continue;
       return false;
     }
-    off += static_cast<size_t>(n);
+    for (size_t left = static_cast<size_t>(n); left > 0;) {
+      size_t take = std::min(left, pieces[i].iov_len);
+      pieces[i].iov_base = static_cast<char*>(pieces[i].iov_base) + take;
+      pieces[i].iov_len -= take;
+      left -= take;
+      if (pieces[i].iov_len == 0) ++i;
+    }
+    while (i < pieces.size() && pieces[i].iov_len == 0) ++i;
   }
   return true;
 }
@@ -42,9 +55,19 @@ uint64_t SegmentId(const std::string& name) {
   return id;
 }
 
+// Bytes of the first `n` lines of `text` (each ends with '\n').
+size_t LinesPrefix(std::string_view text, uint64_t n) {
+  size_t pos = 0;
+  for (uint64_t i = 0; i < n; ++i) pos = text.find('\n', pos) + 1;
+  return pos;
+}
+
 }  // namespace
 
-Spool::Spool(Options options, Metrics* metrics) : options_(std::move(options)), metrics_(metrics) {}
+Spool::Spool(Options options, Metrics* metrics)
+    : options_(std::move(options)),
+      roll_bytes_(std::clamp<uint64_t>(options_.max_bytes / 16, 1 << 10, 64 << 20)),
+      metrics_(metrics) {}
 
 Spool::~Spool() {
   Stop();
@@ -58,15 +81,21 @@ Status Spool::Open() {
   dir_fd_ = open(options_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return Status::IoError(fmt::format("--spool-dir {}: {}", options_.dir, std::strerror(errno)));
 
-  // Recovery: every segment left behind is a sealed batch. Lines are only
-  // acked after fdatasync, so a last line without '\n' was never acked.
-  std::vector<Batch> found;
+  // Recovery: every segment left behind is cut into batches again. Lines
+  // are only acked after fdatasync, so a last line without '\n' was never
+  // acked.
+  std::vector<std::pair<uint64_t, std::string>> files;
   for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
     uint64_t id = SegmentId(entry.path().filename().string());
-    if (id == 0) continue;
-    Batch b{id, entry.path().string(), 0, 0};
-    int fd = open(b.path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return Status::IoError(fmt::format("{}: {}", b.path, std::strerror(errno)));
+    if (id != 0) files.emplace_back(id, entry.path().string());
+  }
+  if (ec) return Status::IoError(fmt::format("--spool-dir {}: {}", options_.dir, ec.message()));
+  std::sort(files.begin(), files.end());
+  uint64_t events = 0;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, path] : files) {
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return Status::IoError(fmt::format("{}: {}", path, std::strerror(errno)));
     std::string data;
     char buf[1 << 16];
     ssize_t n;
@@ -74,48 +103,50 @@ Status Spool::Open() {
     size_t keep = data.rfind('\n');
     keep = keep == std::string::npos ? 0 : keep + 1;
     if (keep != data.size()) {
-      log::Warn("spool: cutting a torn last line", "file={} bytes={}", b.path, data.size() - keep);
+      log::Warn("spool: cutting a torn last line", "file={} bytes={}", path, data.size() - keep);
       if (ftruncate(fd, static_cast<off_t>(keep)) != 0 || fdatasync(fd) != 0) {
         close(fd);
-        return Status::IoError(fmt::format("{}: truncate: {}", b.path, std::strerror(errno)));
+        return Status::IoError(fmt::format("{}: truncate: {}", path, std::strerror(errno)));
       }
     }
     close(fd);
-    b.bytes = keep;
-    b.events = static_cast<uint64_t>(std::count(data.begin(), data.begin() + static_cast<long>(keep), '\n'));
-    next_id_ = std::max(next_id_, id + 1);
-    if (b.events == 0) {
-      fs::remove(b.path, ec);
+    next_segment_ = std::max(next_segment_, id + 1);
+    if (keep == 0) {
+      fs::remove(path, ec);
       continue;
     }
-    found.push_back(b);
-  }
-  if (ec) return Status::IoError(fmt::format("--spool-dir {}: {}", options_.dir, ec.message()));
-  std::sort(found.begin(), found.end(), [](const Batch& a, const Batch& b) { return a.id < b.id; });
-  uint64_t events = 0;
-  {
-    std::lock_guard lock(mu_);
-    for (const Batch& b : found) {
-      ready_.push_back(b);
+    Segment& seg = segments_[id];
+    seg.path = path;
+    std::string_view rest(data.data(), keep);
+    uint64_t offset = 0;
+    while (!rest.empty()) {
+      Batch b{next_batch_++, id, path, offset, 0, 0, 1};
+      for (; b.events < options_.batch_max_events && b.bytes < rest.size(); ++b.events) {
+        b.bytes = rest.find('\n', b.bytes) + 1;
+      }
+      rest.remove_prefix(b.bytes);
+      offset += b.bytes;
+      events += b.events;
       total_bytes_ += b.bytes;
       ++total_batches_;
-      events += b.events;
+      ++seg.batches;
+      ready_.push_back(std::move(b));
     }
-    PublishGauges();
   }
-  if (!found.empty()) {
-    log::Info("spool: recovered batches from a previous run", "batches={} alerts={} dir={}", found.size(), events,
-              options_.dir);
+  PublishGauges();
+  if (!ready_.empty()) {
+    log::Info("spool: recovered batches from a previous run", "segments={} batches={} alerts={} dir={}",
+              segments_.size(), ready_.size(), events, options_.dir);
   }
   writer_ = std::thread([this] { WriterLoop(); });
   return Status::Ok();
 }
 
-void Spool::Append(std::vector<std::string> lines, DoneFn done) {
+void Spool::Append(std::string lines, uint64_t count, DoneFn done) {
   {
     std::lock_guard lock(mu_);
     if (!stopped_) {
-      pending_.push_back(Pending{std::move(lines), std::move(done)});
+      pending_.push_back(Pending{std::move(lines), count, std::move(done)});
       writer_cv_.notify_one();
       return;
     }
@@ -124,142 +155,146 @@ void Spool::Append(std::vector<std::string> lines, DoneFn done) {
 }
 
 bool Spool::OpenSegment() {
-  Batch b;
-  b.id = next_id_++;
-  b.path = fmt::format("{}/seg-{:020}.jsonl", options_.dir, b.id);
-  current_fd_ = open(b.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-  if (current_fd_ < 0) {
-    log::Error("spool: cannot create a segment", "file={} error={}", b.path, log::Quote(std::strerror(errno)));
+  uint64_t id = next_segment_++;
+  std::string path = fmt::format("{}/seg-{:020}.jsonl", options_.dir, id);
+  fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ < 0) {
+    log::Error("spool: cannot create a segment", "file={} error={}", path, log::Quote(std::strerror(errno)));
     return false;
   }
-  // The new name must survive a crash too, or its fsynced lines are lost:
-  // the round that wrote into it fsyncs the folder before any ack.
-  dir_dirty_ = true;
-  current_ = b;
-  current_opened_ = Clock::now();
+  segment_id_ = id;
+  segment_path_ = std::move(path);
+  segment_size_ = 0;
+  std::lock_guard lock(mu_);
+  segments_[id] = Segment{segment_path_, 0, true};
   return true;
 }
 
-void Spool::SealCurrent() {
-  if (!current_) return;
-  close(current_fd_);
-  current_fd_ = -1;
-  if (current_->events > 0) {
-    ready_.push_back(*current_);
-    ++total_batches_;
-    ready_cv_.notify_one();
-  } else {
-    unlink(current_->path.c_str());
-  }
-  current_.reset();
+void Spool::Release(const Batch& batch) {
+  total_bytes_ -= batch.bytes;
+  total_batches_ -= batch.parts;
+  auto it = segments_.find(batch.segment);
+  if (it == segments_.end()) return;
+  it->second.batches -= batch.parts;
+  MaybeDelete(batch.segment);
+}
+
+void Spool::MaybeDelete(uint64_t segment) {
+  auto it = segments_.find(segment);
+  if (it == segments_.end() || it->second.writing || it->second.batches > 0) return;
+  unlink(it->second.path.c_str());
+  segments_.erase(it);
 }
 
 void Spool::EnforceCap() {
   while (total_bytes_ > options_.max_bytes && !ready_.empty()) {
     Batch victim = ready_.front();
     ready_.pop_front();
-    unlink(victim.path.c_str());
-    total_bytes_ -= victim.bytes;
-    --total_batches_;
     metrics_->spool_dropped_alerts += victim.events;
     log::Warn("spool full: dropped the oldest batch", "alerts={} bytes={} spool_max_bytes={}", victim.events,
               victim.bytes, options_.max_bytes);
+    Release(victim);
   }
 }
 
 void Spool::PublishGauges() {
   metrics_->spool_bytes = total_bytes_;
-  metrics_->spool_batches = total_batches_ + (current_ && current_->events > 0 ? 1 : 0);
-}
-
-bool Spool::SyncAll(const std::vector<int>& fds) {
-  bool dir = dir_dirty_;
-  dir_dirty_ = false;
-  size_t n = fds.size() + (dir ? 1 : 0);
-  std::vector<char> ok(n, 1);
-  auto sync = [&](size_t i) {
-    ok[i] = i < fds.size() ? fdatasync(fds[i]) == 0 : fsync(dir_fd_) == 0;
-  };
-  std::vector<std::thread> helpers;
-  for (size_t i = 1; i < n; ++i) helpers.emplace_back(sync, i);
-  sync(0);
-  for (auto& t : helpers) t.join();
-  return std::all_of(ok.begin(), ok.end(), [](char c) { return c != 0; });
+  metrics_->spool_batches = total_batches_ + (open_events_ > 0 ? 1 : 0);
 }
 
 void Spool::WriterLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
-    auto deadline = current_ ? current_opened_ + options_.batch_max_delay : Clock::time_point::max();
+    auto deadline = open_ ? open_since_ + options_.batch_max_delay : Clock::time_point::max();
     writer_cv_.wait_until(lock, deadline, [&] { return stop_ || !pending_.empty(); });
     std::vector<Pending> work;
     work.swap(pending_);
     bool stopping = stop_;
     lock.unlock();
 
-    // Write everything, sealing segments that fill up; then make the round
-    // durable with the fsyncs of every file it touched and of the folder
-    // (if a segment was created), issued in parallel: the filesystem's
-    // journal commits concurrent fsyncs together, one after the other it
-    // commits each alone.
+    // The round's lines go to the current segment with one write, cut into
+    // batches of batch_max_events, and become durable with one fdatasync
+    // (and the folder's fsync if the segment is new) before any ack.
+    bool ok = true, created = false;
+    if (!work.empty() && fd_ < 0) ok = created = OpenSegment();
+    const std::optional<Batch> open_before = open_;
+    const uint64_t size_before = segment_size_;
     std::vector<Batch> sealed;
-    std::vector<int> sealed_fds;
-    std::string buf;
-    bool ok = true;
-    uint64_t added_bytes = 0;
-    auto flush = [&]() {
-      if (buf.empty()) return;
-      if (!WriteAll(current_fd_, buf)) {
-        if (ok) log::Error("spool: write failed", "file={} error={}", current_->path, log::Quote(std::strerror(errno)));
-        ok = false;
-      }
-      buf.clear();
-    };
+    std::vector<iovec> pieces;
+    uint64_t round_bytes = 0;
     for (Pending& p : work) {
-      for (std::string& line : p.lines) {
-        if (!ok) break;
-        if (!current_ && !OpenSegment()) {
-          ok = false;
-          break;
+      if (!ok) break;
+      std::string_view rest = p.lines;
+      uint64_t left = p.count;
+      while (left > 0) {
+        if (!open_) {
+          open_ = Batch{next_batch_++, segment_id_, segment_path_, segment_size_ + round_bytes, 0, 0, 1};
+          open_since_ = Clock::now();
         }
-        buf += line;
-        buf += '\n';
-        current_->events++;
-        current_->bytes += line.size() + 1;
-        added_bytes += line.size() + 1;
-        if (current_->events >= options_.batch_max_events) {
-          flush();
-          sealed_fds.push_back(current_fd_);
-          current_fd_ = -1;
-          sealed.push_back(*current_);
-          current_.reset();
+        uint64_t n = std::min<uint64_t>(left, options_.batch_max_events - open_->events);
+        size_t bytes = n == left ? rest.size() : LinesPrefix(rest, n);
+        round_bytes += bytes;
+        rest.remove_prefix(bytes);
+        left -= n;
+        open_->events += n;
+        open_->bytes += bytes;
+        if (open_->events >= options_.batch_max_events) {
+          sealed.push_back(std::move(*open_));
+          open_.reset();
         }
       }
+      if (!p.lines.empty()) pieces.push_back(iovec{p.lines.data(), p.lines.size()});
     }
-    std::vector<int> to_sync = sealed_fds;
-    if (current_) {
-      flush();
-      if (!work.empty()) to_sync.push_back(current_fd_);
+    if (ok && round_bytes > 0) {
+      if (!WriteAll(fd_, pieces)) {
+        log::Error("spool: write failed", "file={} error={}", segment_path_, log::Quote(std::strerror(errno)));
+        ok = false;
+      } else if (fdatasync(fd_) != 0 || (created && fsync(dir_fd_) != 0)) {
+        log::Error("spool: fdatasync failed", "file={} error={}", segment_path_, log::Quote(std::strerror(errno)));
+        ok = false;
+      } else {
+        metrics_->spool_syncs++;
+      }
     }
-    if (ok && !to_sync.empty() && !SyncAll(to_sync)) {
-      log::Error("spool: fdatasync failed", "dir={} error={}", options_.dir, log::Quote(std::strerror(errno)));
-      ok = false;
+    if (ok) {
+      segment_size_ += round_bytes;
+    } else {
+      // Nothing of this round counts: cut the segment back (lines past its
+      // end would only be sent again, never lost) and stop writing to it.
+      metrics_->spool_write_errors++;
+      if (fd_ >= 0 && ftruncate(fd_, static_cast<off_t>(size_before)) != 0) {
+        log::Warn("spool: cannot cut a failed write", "file={}", segment_path_);
+      }
+      open_ = open_before;
+      sealed.clear();
+      round_bytes = 0;
     }
-    for (int fd : sealed_fds) close(fd);
-    if (!ok) metrics_->spool_write_errors++;
     // A failed round is reported to every agent in it: they keep their
-    // alerts and send them again on a new connection. Lines that did reach
-    // the disk are sent too; the backend dedupes by uuid.
+    // alerts and send them again on a new connection.
     for (Pending& p : work) p.done(ok);
 
+    work.clear();  // the appends' memory goes before the lock is taken
     lock.lock();
-    total_bytes_ += added_bytes;
-    for (Batch& b : sealed) {
-      ready_.push_back(std::move(b));
+    total_bytes_ += round_bytes;
+    auto seal = [&](Batch b) {
       ++total_batches_;
+      ++segments_[b.segment].batches;
+      ready_.push_back(std::move(b));
+    };
+    for (Batch& b : sealed) seal(std::move(b));
+    bool roll = fd_ >= 0 && (stopping || !ok || segment_size_ >= roll_bytes_);
+    if (open_ && (roll || Clock::now() >= open_since_ + options_.batch_max_delay)) {
+      seal(std::move(*open_));
+      open_.reset();
     }
-    if (!sealed.empty()) ready_cv_.notify_all();
-    if (current_ && (stopping || Clock::now() >= current_opened_ + options_.batch_max_delay || !ok)) SealCurrent();
+    open_events_ = open_ ? open_->events : 0;
+    if (roll) {
+      close(fd_);
+      fd_ = -1;
+      segments_[segment_id_].writing = false;
+      MaybeDelete(segment_id_);
+    }
+    if (!ready_.empty()) ready_cv_.notify_all();
     EnforceCap();
     PublishGauges();
     if (stopping && pending_.empty()) break;
@@ -281,16 +316,43 @@ std::optional<Spool::Batch> Spool::Take(std::chrono::milliseconds wait) {
   if (stop_) return std::nullopt;
   Batch b = ready_.front();
   ready_.pop_front();
-  ++in_flight_;
+  // With a backlog, the batches that follow in the same segment go along.
+  while (!ready_.empty()) {
+    const Batch& next = ready_.front();
+    if (next.segment != b.segment || next.offset != b.offset + b.bytes ||
+        b.events + next.events > options_.take_max_events) {
+      break;
+    }
+    b.bytes += next.bytes;
+    b.events += next.events;
+    b.parts += next.parts;
+    ready_.pop_front();
+  }
   return b;
 }
 
+Status Spool::Read(const Batch& batch, std::string* lines) {
+  int fd = open(batch.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IoError(fmt::format("{}: {}", batch.path, std::strerror(errno)));
+  size_t at = lines->size();
+  lines->resize(at + batch.bytes);
+  size_t done = 0;
+  while (done < batch.bytes) {
+    ssize_t n = pread(fd, lines->data() + at + done, batch.bytes - done, static_cast<off_t>(batch.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      close(fd);
+      return Status::IoError(fmt::format("{}: short read at {}", batch.path, batch.offset + done));
+    }
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  return Status::Ok();
+}
+
 void Spool::Delivered(const Batch& batch) {
-  unlink(batch.path.c_str());
   std::lock_guard lock(mu_);
-  --in_flight_;
-  total_bytes_ -= batch.bytes;
-  --total_batches_;
+  Release(batch);
   PublishGauges();
 }
 
@@ -298,7 +360,6 @@ void Spool::Dropped(const Batch& batch) { Delivered(batch); }
 
 void Spool::Failed(const Batch& batch) {
   std::lock_guard lock(mu_);
-  --in_flight_;
   auto pos = std::find_if(ready_.begin(), ready_.end(), [&](const Batch& b) { return b.id > batch.id; });
   ready_.insert(pos, batch);
   ready_cv_.notify_one();

@@ -16,6 +16,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -73,51 +75,95 @@ void CborText(std::string_view s, std::string* out) {
   out->append(s);
 }
 
-// One alert frame (header + version + CBOR map) onto *out.
-void AppendAlertFrame(int index, uint64_t seq, uint64_t ns, std::string* out) {
-  size_t start = out->size();
-  out->append(link::kHeaderBytes, '\0');
-  out->push_back(static_cast<char>(link::kProtocolVersion));
-  CborHead(5, 3, out);
-  CborText("alert", out);
-  CborHead(5, 9, out);
-  CborText("uuid", out);
-  CborText(fmt::format("{}-{}-{}", g_run, index, seq), out);
-  CborText("time", out);
-  CborText(Rfc3339(ns), out);
-  CborText("rule", out);
-  CborText("Read sensitive file untrusted", out);
-  CborText("priority", out);
-  CborText("Warning", out);
-  CborText("source", out);
-  CborText("syscall", out);
-  CborText("hostname", out);
-  CborText("loadgen", out);
-  CborText("tags", out);
-  CborHead(4, 2, out);
-  CborText("filesystem", out);
-  CborText("mitre_credential_access", out);
-  CborText("output", out);
-  CborText("Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)", out);
-  CborText("output_fields", out);
-  CborHead(5, 6, out);
-  CborText("evt.time", out);
-  CborHead(0, ns, out);
-  for (const char* kv : {"fd.name", "/etc/shadow", "proc.name", "cat", "proc.cmdline", "cat /etc/shadow", "user.name",
-                         "root", "container.id", "0123456789ab"}) {
-    CborText(kv, out);
-  }
-  CborText("seq", out);
-  CborHead(0, seq, out);
-  CborText("type", out);
-  CborText("alert", out);
-  uint32_t length = static_cast<uint32_t>(out->size() - start - link::kHeaderBytes);
-  for (int b = 0; b < 4; ++b) (*out)[start + b] = static_cast<char>(length >> (8 * (3 - b)));
+// CBOR unsigned integer in its 8-byte form (valid CBOR, not the shortest):
+// a fixed width, so a pre-encoded frame can be patched in place.
+void CborU64(uint64_t v, std::string* out) {
+  out->push_back(static_cast<char>(27));
+  for (int b = 7; b >= 0; --b) out->push_back(static_cast<char>(v >> (8 * b)));
 }
+
+// One connection's alert frame, encoded once (header + version + CBOR map);
+// each alert is a copy with its sequence number and creation time patched
+// in, so generating an alert costs a memcpy and a few stores.
+class AlertTemplate {
+ public:
+  explicit AlertTemplate(int index) {
+    std::string& out = frame_;
+    out.append(link::kHeaderBytes, '\0');
+    out.push_back(static_cast<char>(link::kProtocolVersion));
+    CborHead(5, 3, &out);
+    CborText("alert", &out);
+    CborHead(5, 9, &out);
+    CborText("uuid", &out);
+    // A version 7 uuid like the agent's: the creation time in Unix ms, then
+    // the run (12 bits), the connection (14 bits) and the sequence number
+    // (48 bits) where the agent has random bits; unique within a run.
+    std::string uuid = fmt::format("00000000-0000-7{:03x}-{:04x}-000000000000", std::hash<std::string>{}(g_run) & 0xfff,
+                                   0x8000 | (index & 0x3fff));
+    CborText(uuid, &out);
+    uuid_at_ = out.size() - uuid.size();
+    CborText("time", &out);
+    CborText(Rfc3339(0), &out);
+    time_at_ = out.size() - kTimeChars;
+    CborText("rule", &out);
+    CborText("Read sensitive file untrusted", &out);
+    CborText("priority", &out);
+    CborText("Warning", &out);
+    CborText("source", &out);
+    CborText("syscall", &out);
+    CborText("hostname", &out);
+    CborText("loadgen", &out);
+    CborText("tags", &out);
+    CborHead(4, 2, &out);
+    CborText("filesystem", &out);
+    CborText("mitre_credential_access", &out);
+    CborText("output", &out);
+    CborText("Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)", &out);
+    CborText("output_fields", &out);
+    CborHead(5, 6, &out);
+    CborText("evt.time", &out);
+    ns_at_ = out.size() + 1;
+    CborU64(0, &out);
+    for (const char* kv : {"fd.name", "/etc/shadow", "proc.name", "cat", "proc.cmdline", "cat /etc/shadow",
+                           "user.name", "root", "container.id", "0123456789ab"}) {
+      CborText(kv, &out);
+    }
+    CborText("seq", &out);
+    seq_at_ = out.size() + 1;
+    CborU64(0, &out);
+    CborText("type", &out);
+    CborText("alert", &out);
+    uint32_t length = static_cast<uint32_t>(out.size() - link::kHeaderBytes);
+    for (int b = 0; b < 4; ++b) out[b] = static_cast<char>(length >> (8 * (3 - b)));
+  }
+
+  // Appends alert `seq` created at `ns`; `time` is Rfc3339(ns).
+  void Append(uint64_t seq, uint64_t ns, std::string_view time, std::string* out) const {
+    size_t start = out->size();
+    out->append(frame_);
+    char* f = out->data() + start;
+    static const char kHex[] = "0123456789abcdef";
+    uint64_t ms = ns / 1000000;
+    char* u = f + uuid_at_;
+    for (int i = 0; i < 8; ++i) u[i] = kHex[(ms >> (44 - 4 * i)) & 15];       // time_hi: 32 bits
+    for (int i = 0; i < 4; ++i) u[9 + i] = kHex[(ms >> (12 - 4 * i)) & 15];   // time_lo: 16 bits
+    for (int i = 0; i < 12; ++i) u[24 + i] = kHex[(seq >> (44 - 4 * i)) & 15];
+    std::memcpy(f + time_at_, time.data(), kTimeChars);
+    for (int b = 0; b < 8; ++b) {
+      f[ns_at_ + b] = static_cast<char>(ns >> (8 * (7 - b)));
+      f[seq_at_ + b] = static_cast<char>(seq >> (8 * (7 - b)));
+    }
+  }
+
+ private:
+  static constexpr size_t kTimeChars = 30;  // 2026-11-26T06:05:25.123456789Z
+  std::string frame_;
+  size_t uuid_at_ = 0, time_at_ = 0, ns_at_ = 0, seq_at_ = 0;
+};
 
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(asio::io_context& ioc, int index) : socket_(ioc), index_(index) {}
+  Conn(asio::io_context& ioc, int index) : socket_(ioc), index_(index), alert_(index) {}
 
   void Start(const tcp::endpoint& ep) {
     socket_.async_connect(ep, [self = shared_from_this()](boost::system::error_code ec) {
@@ -138,7 +184,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   void SendAlerts(int count) {
     std::string out;
-    for (int i = 0; i < count; ++i) AppendAlertFrame(index_, next_seq_++, NowNs(), &out);
+    uint64_t ns = NowNs();
+    std::string time = Rfc3339(ns);
+    for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
     g_sent += static_cast<uint64_t>(count);
     Write(std::move(out));
   }
@@ -204,6 +252,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   tcp::socket socket_;
   int index_;
+  AlertTemplate alert_;
   std::array<char, 8192> buf_;
   link::FrameDecoder decoder_;
   std::string current_, pending_;
@@ -225,7 +274,7 @@ int main(int argc, char** argv) {
       "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
       "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
       "threads", po::value(&threads)->default_value(threads), "event loops")(
-      "run-id", po::value(&g_run)->default_value(""), "uuid prefix (default: random)");
+      "run-id", po::value(&g_run)->default_value(""), "agent id prefix, also hashed into the uuids (default: random)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -241,10 +290,14 @@ int main(int argc, char** argv) {
   if (g_run.empty()) g_run = fmt::format("{:x}", NowNs());
   {
     std::string frame;
-    AppendAlertFrame(0, 1, NowNs(), &frame);
+    uint64_t ns = NowNs();
+    AlertTemplate(7).Append(42, ns, Rfc3339(ns), &frame);
     auto m = link::DecodeBody(std::string_view(frame).substr(link::kHeaderBytes));
-    if (!m.ok() || m->type != link::MessageType::kAlert) {
-      std::cerr << "sidetrace-loadgen: bad alert frame: " << (m.ok() ? "not an alert" : m.status().message()) << "\n";
+    if (!m.ok() || m->type != link::MessageType::kAlert || m->body["seq"] != 42 ||
+        m->body["alert"]["output_fields"]["evt.time"] != ns || m->body["alert"]["time"] != Rfc3339(ns) ||
+        m->body["alert"]["uuid"] != fmt::format("{:08x}-{:04x}-7{:03x}-8007-00000000002a", ns / 1000000 >> 16,
+                                                ns / 1000000 & 0xffff, std::hash<std::string>{}(g_run) & 0xfff)) {
+      std::cerr << "sidetrace-loadgen: bad alert frame: " << (m.ok() ? m->body.dump() : m.status().message()) << "\n";
       return 1;
     }
   }

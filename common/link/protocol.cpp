@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <utility>
 
 namespace sidetrace::link {
@@ -328,180 +330,199 @@ bool AppendJsonString(std::string_view s, std::string* out) {
   return true;
 }
 
-// SAX events of an alert frame's CBOR map, written as the alert's JSON.
-// Returning false from an event stops the parse (the frame then takes the
-// DecodeBody path).
-class AlertTranscoder {
+// An alert frame's CBOR, read by hand and written as the alert's JSON in
+// one pass (no document, no string copies: nlohmann's reader builds every
+// string a byte at a time). It takes only the plain subset agents send:
+// definite lengths, text strings, integers, 32/64-bit floats, true/false/
+// null. Anything else (half floats, byte strings, tags, indefinite lengths, invalid UTF-8, repeated
+// keys where the last would win) returns false and the frame takes the
+// DecodeBody path, so this is never more permissive than DecodeBody; the
+// fuzzer checks that they agree.
+class AlertReader {
  public:
-  AlertTranscoder(size_t input_bytes, std::string* out) : input_bytes_(input_bytes), out_(out) {}
+  AlertReader(std::string_view cbor, std::string* out)
+      : p_(reinterpret_cast<const uint8_t*>(cbor.data())), end_(p_ + cbor.size()), input_bytes_(cbor.size()),
+        out_(out) {}
 
-  bool null() { return Scalar("null"); }
-  bool boolean(bool v) { return Scalar(v ? "true" : "false"); }
-  bool number_integer(json::number_integer_t v) { return Number(fmt::format_int(v).c_str()); }
-  bool number_unsigned(json::number_unsigned_t v) {
-    if (depth_ == 1 && key_ == "seq") {
-      seq_ = v;
-      have_seq_ = true;
-      return true;
-    }
-    return Number(fmt::format_int(v).c_str());
-  }
-  bool number_float(json::number_float_t v, const json::string_t&) {
-    if (!std::isfinite(v)) return false;
-    return Number(fmt::format("{}", v).c_str());
-  }
-  bool string(json::string_t& v) {
-    if (depth_ == 1) {
-      if (key_ == "type") {
-        type_alert_ = v == "alert";
-        have_type_ = true;
+  // The frame: a map with "type": "alert", "seq": N > 0, "alert": {...}.
+  bool Frame(std::string_view agent_id, uint64_t* seq) {
+    uint64_t pairs = 0;
+    if (!Container(5, &pairs)) return false;
+    bool have_type = false, have_seq = false, have_alert = false;
+    for (uint64_t i = 0; i < pairs; ++i) {
+      std::string_view key;
+      if (!Text(&key)) return false;
+      if (key == "type") {
+        std::string_view type;
+        if (have_type || !Text(&type) || type != "alert") return false;
+        have_type = true;
+      } else if (key == "seq") {
+        uint8_t major = 0;
+        if (have_seq || !Head(&major, seq) || major != 0 || *seq == 0) return false;
+        have_seq = true;
+      } else if (key == "alert") {
+        if (have_alert || !Alert(agent_id)) return false;
+        have_alert = true;
+      } else {
+        std::string* keep = out_;
+        out_ = &skipped_;  // another field: checked, not kept
+        bool ok = Value(1);
+        out_ = keep;
+        skipped_.clear();
+        if (!ok) return false;
       }
-      return key_ != "seq" && key_ != "alert";  // those are not strings
     }
-    if (depth_ == 2 && in_alert_) {
-      if (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time") {
-        if (v.empty() || (key_ == "uuid" && v.size() > kMaxIdBytes)) return false;
-        ++required_;
-      }
-      if (key_ == "output_fields") return false;
-    }
-    if (!InAlert()) return true;
-    Comma();
-    return AppendJsonString(v, out_);
+    return have_type && have_seq && have_alert && p_ == end_;
   }
-  bool binary(json::binary_t&) { return false; }
-  bool start_object(std::size_t len) { return Open(len, '{'); }
-  bool start_array(std::size_t len) {
-    if (depth_ == 2 && in_alert_ && (key_ == "output_fields" || key_ == "output")) return false;
-    return Open(len, '[');
-  }
-  bool end_object() { return Close('}'); }
-  bool end_array() { return Close(']'); }
-  bool key(json::string_t& k) {
-    if (depth_ == 1) {
-      key_ = k;
-      if (k == "type" || k == "seq" || k == "alert") {
-        // A repeated top-level key: DecodeBody keeps the last one.
-        unsigned bit = k == "type" ? 1 : k == "seq" ? 2 : 4;
-        if (top_keys_ & bit) return false;
-        top_keys_ |= bit;
-      }
-      return true;
-    }
-    if (depth_ == 2 && in_alert_) {
-      for (const auto& seen : alert_keys_) {
-        if (seen == k) return false;
-      }
-      alert_keys_.push_back(k);
-      key_ = k;
-    }
-    if (!InAlert()) return true;
-    Comma();
-    if (!AppendJsonString(k, out_)) return false;
-    out_->push_back(':');
-    first_ = true;  // the value needs no comma
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
-
-  // After a successful parse: was it a valid alert frame?
-  bool Valid(std::string_view agent_id) {
-    if (!have_type_ || !type_alert_ || !have_seq_ || seq_ == 0 || !alert_done_ || required_ != 4) return false;
-    bool has_agent = false;
-    for (const auto& k : alert_keys_) has_agent = has_agent || k == "agent_id";
-    if (!has_agent) {
-      out_->pop_back();  // the alert's '}'
-      if (alert_keys_.size() > 0) out_->push_back(',');
-      out_->append("\"agent_id\":");
-      if (!AppendJsonString(agent_id, out_)) return false;
-      out_->push_back('}');
-    }
-    return true;
-  }
-  uint64_t seq() const { return seq_; }
 
  private:
-  bool InAlert() const { return in_alert_ && depth_ >= 1; }
-  void Comma() {
-    if (!first_) out_->push_back(',');
-    first_ = false;
-  }
-  bool Scalar(const char* text) {
-    if (depth_ == 1) return key_ != "type" && key_ != "seq" && key_ != "alert";
-    if (depth_ == 2 && in_alert_ && (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time" ||
-                                     key_ == "output" || key_ == "output_fields")) {
-      return false;
+  // One item's head: major type and argument. Indefinite lengths and the
+  // reserved values are refused.
+  bool Head(uint8_t* major, uint64_t* value) {
+    if (p_ == end_) return false;
+    uint8_t b = *p_++;
+    *major = b >> 5;
+    uint8_t info = b & 31;
+    if (info < 24) {
+      *value = info;
+      return true;
     }
-    if (!InAlert()) return true;
-    Comma();
-    out_->append(text);
+    if (info > 27) return false;
+    size_t n = size_t{1} << (info - 24);
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v = (v << 8) | *p_++;
+    *value = v;
     return true;
   }
-  bool Number(const char* text) { return Scalar(text); }
-  bool Open(std::size_t len, char bracket) {
-    if (++depth_ > kMaxNesting) return false;
-    if (len != static_cast<std::size_t>(-1) && len > input_bytes_) return false;
-    if (depth_ == 1) return bracket == '{';  // the frame's map
-    if (depth_ == 2) {
-      if (key_ == "type" || key_ == "seq") return false;
-      if (key_ == "alert") {
-        if (bracket != '{') return false;
-        in_alert_ = true;
-        first_ = true;
-        out_->clear();
-        out_->push_back('{');
+  bool Text(std::string_view* s) {
+    uint8_t major = 0;
+    uint64_t len = 0;
+    if (!Head(&major, &len) || major != 3 || len > static_cast<uint64_t>(end_ - p_)) return false;
+    *s = std::string_view(reinterpret_cast<const char*>(p_), len);
+    p_ += len;
+    return true;
+  }
+  bool Container(uint8_t want, uint64_t* n) {
+    uint8_t major = 0;
+    return Head(&major, n) && major == want && *n <= input_bytes_;
+  }
+  // Any item inside a container at nesting `depth` (the frame's map is 1),
+  // as JSON.
+  bool Value(int depth) {
+    const uint8_t* at = p_;
+    uint8_t major = 0;
+    uint64_t v = 0;
+    if (!Head(&major, &v)) return false;
+    switch (major) {
+      case 0:
+        out_->append(fmt::format_int(v).c_str());
+        return true;
+      case 1:
+        if (v > static_cast<uint64_t>(INT64_MAX)) return false;
+        out_->append(fmt::format_int(-1 - static_cast<int64_t>(v)).c_str());
+        return true;
+      case 3: {
+        p_ = at;
+        std::string_view s;
+        return Text(&s) && AppendJsonString(s, out_);
+      }
+      case 4:
+      case 5: {
+        if (depth + 1 > kMaxNesting || v > input_bytes_) return false;
+        out_->push_back(major == 4 ? '[' : '{');
+        for (uint64_t i = 0; i < v; ++i) {
+          if (i > 0) out_->push_back(',');
+          if (major == 5) {
+            std::string_view key;
+            if (!Text(&key) || !AppendJsonString(key, out_)) return false;
+            out_->push_back(':');
+          }
+          if (!Value(depth + 1)) return false;
+        }
+        out_->push_back(major == 4 ? ']' : '}');
         return true;
       }
+      case 7:
+        if ((*at & 31) == 26 || (*at & 31) == 27) {  // float32, float64
+          double d;
+          if ((*at & 31) == 26) {
+            uint32_t bits = static_cast<uint32_t>(v);
+            float f;
+            std::memcpy(&f, &bits, sizeof f);
+            d = f;
+          } else {
+            std::memcpy(&d, &v, sizeof d);
+          }
+          if (!std::isfinite(d)) return false;
+          out_->append(fmt::format("{}", d));
+          return true;
+        }
+        if (v == 20 || v == 21 || v == 22) {
+          out_->append(v == 20 ? "false" : v == 21 ? "true" : "null");
+          return (*at & 31) == v;  // not a one-byte simple value in disguise
+        }
+        return false;
+      default:  // byte strings, tags
+        return false;
     }
-    if (depth_ == 3 && in_alert_ && key_ != "output_fields" && bracket == '{' &&
-        (key_ == "uuid" || key_ == "rule" || key_ == "priority" || key_ == "time" || key_ == "output")) {
-      return false;
-    }
-    if (!InAlert()) return true;
-    Comma();
-    out_->push_back(bracket);
-    first_ = true;
-    return true;
   }
-  bool Close(char bracket) {
-    --depth_;
-    if (!in_alert_) return true;
-    out_->push_back(bracket);
-    first_ = false;
-    if (depth_ == 1) {
-      in_alert_ = false;
-      alert_done_ = true;
-      key_.clear();
+  // The alert's map (depth 2): required fields as DecodeBody wants them, no
+  // repeated keys, agent_id added when the agent did not name itself.
+  bool Alert(std::string_view agent_id) {
+    uint64_t pairs = 0;
+    if (!Container(5, &pairs)) return false;
+    out_->clear();
+    out_->push_back('{');
+    std::vector<std::string_view>& keys = keys_;
+    keys.clear();
+    int required = 0;
+    bool has_agent = false;
+    for (uint64_t i = 0; i < pairs; ++i) {
+      std::string_view key;
+      if (!Text(&key)) return false;
+      for (std::string_view seen : keys) {
+        if (seen == key) return false;
+      }
+      keys.push_back(key);
+      if (i > 0) out_->push_back(',');
+      if (!AppendJsonString(key, out_)) return false;
+      out_->push_back(':');
+      has_agent = has_agent || key == "agent_id";
+      if (key == "uuid" || key == "rule" || key == "priority" || key == "time" || key == "output") {
+        std::string_view s;
+        if (!Text(&s) || !AppendJsonString(s, out_)) return false;
+        if (key == "output") continue;
+        if (s.empty() || (key == "uuid" && s.size() > kMaxIdBytes)) return false;
+        ++required;
+      } else if (key == "output_fields") {
+        if (p_ == end_ || (*p_ >> 5) != 5 || !Value(2)) return false;
+      } else if (!Value(2)) {
+        return false;
+      }
     }
+    if (required != 4) return false;
+    if (!has_agent) {
+      out_->append(",\"agent_id\":");
+      if (!AppendJsonString(agent_id, out_)) return false;
+    }
+    out_->push_back('}');
     return true;
   }
 
+  const uint8_t* p_;
+  const uint8_t* end_;
   size_t input_bytes_;
   std::string* out_;
-  int depth_ = 0;
-  std::string key_;  // the current key at depth 1 (frame) or 2 (alert)
-  unsigned top_keys_ = 0;
-  bool have_type_ = false, type_alert_ = false, have_seq_ = false;
-  uint64_t seq_ = 0;
-  bool in_alert_ = false, alert_done_ = false, first_ = true;
-  int required_ = 0;
-  std::vector<std::string> alert_keys_;
+  std::string skipped_;
+  std::vector<std::string_view> keys_;
 };
 
 }  // namespace
 
 bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json_out) {
   if (body.size() < 2 || static_cast<uint8_t>(body[0]) != kProtocolVersion) return false;
-  AlertTranscoder sax(body.size(), json_out);
-  bool ok = false;
-  try {
-    ok = json::sax_parse(body.substr(1), &sax, nlohmann::detail::input_format_t::cbor, /*strict=*/true);
-  } catch (const json::exception&) {
-    ok = false;
-  }
-  if (!ok || !sax.Valid(agent_id)) return false;
-  *seq = sax.seq();
-  return true;
+  return AlertReader(body.substr(1), json_out).Frame(agent_id, seq);
 }
 
 void FrameDecoder::Append(const char* data, size_t size) {

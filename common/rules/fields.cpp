@@ -475,6 +475,17 @@ bool IsResultField(const BoundField& f, EventType type) {
       return f.index >= 0 || f.arg == "res" || (fd_result && f.arg == "fd");
     default: break;
   }
+  // exec: judged at the call's entry, the new image is known from the
+  // arguments and the file (proc.name, proc.exe, proc.args, proc.exepath...)
+  // but its environment and credentials only once the call has succeeded.
+  if (type == EventType::kExecve || type == EventType::kExecveat) {
+    switch (f.info->id) {
+      case FieldId::kProcEnv: case FieldId::kProcDuration: case FieldId::kUserUid: case FieldId::kUserName:
+      case FieldId::kGroupGid: case FieldId::kGroupName:
+        return true;
+      default: break;
+    }
+  }
   const bool fd_field = f.info->id >= FieldId::kFdName && f.info->id <= FieldId::kFdConnected;
   if (!fd_field) return false;
   // accept: the connection is the result.

@@ -178,3 +178,43 @@ TEST_CASE("agent_results: openat2 RESOLVE_IN_ROOT names the file below dirfd") {
   CHECK(lines[0]["output_fields"]["fd.name"] == secret);
   CHECK(lines[0]["output_fields"]["fd.num"] == 4);
 }
+
+TEST_CASE("agent_results: a dup is paid for only when a rule may match it") {
+  // Alerts only: the dup family on a file a rule watches is emulated (exact
+  // new fd in the alert); on another file it runs in the kernel. Either
+  // way the workload sees the same results as natively.
+  TempDir dir;
+  std::string watched = dir / "watched", other = dir / "other", rules = dir / "rules.yaml";
+  std::ofstream(watched) << "x";
+  std::ofstream(other) << "x";
+  std::ofstream(rules) << "- rule: Watched dup\n  desc: test\n"
+                          "  condition: evt.type in (dup, dup2, dup3, fcntl) and fd.name = " << watched << "\n"
+                          "    and evt.rawres >= 0\n"
+                          "  output: watched dup (call=%evt.type res=%evt.rawres)\n  priority: WARNING\n";
+  Child native = Start(dir, {WorkloadPath(), "dup", watched});
+  REQUIRE(native.Wait());
+  REQUIRE(native.ExitCode() == 0);
+  for (const std::string& file : {watched, other}) {
+    std::string alerts = file + ".alerts.json";
+    Child c = RunAgent(dir, {"--rules", rules, "--alerts-out", alerts, "--resolve", "off"},
+                       {WorkloadPath(), "dup", file});
+    INFO(file << "\n" << c.Err());
+    REQUIRE(c.ExitCode() == 0);
+    CHECK(c.Out() == native.Out());
+    auto lines = ReadEvents(alerts);
+    if (file == other) {
+      CHECK(lines.empty());
+      continue;
+    }
+    // dup 4, dup2 9 (x2), dup3 0, fcntl 5, 6 and 20 succeed; fcntl(F_DUPFD,
+    // 20) is not emulable, so its result is unknown and it raises nothing.
+    std::vector<std::string> outs;
+    for (const auto& l : lines) {
+      std::string out = l["output"];
+      outs.push_back(out.substr(out.find("watched dup")));
+    }
+    CHECK(outs == std::vector<std::string>{"watched dup (call=dup res=4)", "watched dup (call=dup2 res=9)",
+                                           "watched dup (call=dup2 res=9)", "watched dup (call=dup3 res=0)",
+                                           "watched dup (call=fcntl res=5)", "watched dup (call=fcntl res=6)"});
+  }
+}

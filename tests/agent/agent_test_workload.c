@@ -4,6 +4,9 @@
 //   thread-exec PROG      exec PROG from a thread that is not the leader
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
+//   failexec-open PROG PATH  execv(PROG) that fails, then open PATH: the
+//                         process must still be judged as itself; prints
+//                         the errno, the fd and its TracerPid
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
@@ -94,6 +97,19 @@ int main(int argc, char** argv) {
       if (p < 0 || waitpid(p, &st, 0) != p || st != 0) return 1;
     }
     return 0;
+  }
+  if (!strcmp(mode, "failexec-open") && argc > 3) {
+    char* args[] = {argv[2], NULL};
+    execv(argv[2], args);
+    int err = errno;
+    int fd = open(argv[3], O_RDONLY);
+    // Whether the agent still ptraces this process (it must not).
+    char status[4096] = {0};
+    int sfd = open("/proc/self/status", O_RDONLY);
+    if (sfd < 0 || read(sfd, status, sizeof status - 1) < 0) return 1;
+    const char* tracer = strstr(status, "TracerPid:");
+    printf("exec errno %d fd %d tracer %d\n", err, fd, tracer ? atoi(tracer + 10) : -1);
+    return fd >= 0 ? 0 : 1;
   }
   if (!strcmp(mode, "fail-open") && argc > 2) {
     int fd = open(argv[2], O_RDONLY);

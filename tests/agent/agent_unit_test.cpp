@@ -1,5 +1,6 @@
 // Units of the agent that need no tracing: path normalisation, tracee memory
-// reads across page boundaries, the syscall table, mountinfo lines, tty_nr.
+// reads across page boundaries, the syscall table, mountinfo lines, tty_nr,
+// pushed policies checked against the filter.
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -12,6 +13,7 @@
 
 #include "agent/overlay.h"
 #include "agent/procfs.h"
+#include "agent/rules_runner.h"
 #include "agent/syscalls.h"
 
 using namespace sidetrace::agent;
@@ -114,4 +116,39 @@ TEST_CASE("agent_tty: tty_nr is the controlling terminal's device, 0 without one
   waitpid(without, nullptr, 0);
   close(master);
   CHECK_FALSE(ReadTtyNr(with, &tty));  // reaped: gone
+}
+
+TEST_CASE("agent_rules_runner: pushed policies that need untrapped syscalls are applied with a warning") {
+  char dir[] = "/tmp/sidetrace-runner-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  std::string rules = std::string(dir) + "/rules.yaml", log = std::string(dir) + "/log";
+  {
+    FILE* f = fopen(rules.c_str(), "w");
+    fputs("- rule: Opens\n  desc: t\n  condition: evt.type = openat\n  output: o\n  priority: WARNING\n", f);
+    fclose(f);
+  }
+  auto runner = RulesRunner::Create({{rules}, "/dev/null", "debug", "off"});
+  REQUIRE(runner.ok());
+  SysSet filter = (*runner)->Trapped();
+  CHECK(filter.Has(Sys::kOpenat));
+  CHECK_FALSE(filter.Has(Sys::kConnect));
+  (*runner)->SetFilter(filter);
+  // The log goes to stderr: catch it in a file for the two offers.
+  int saved = dup(STDERR_FILENO);
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  dup2(fd, STDERR_FILENO);
+  (*runner)->OfferPolicies({{"same.yaml", "- rule: Opens2\n  desc: t\n  condition: evt.type = openat\n"
+                                          "  output: o\n  priority: WARNING\n"}});
+  (*runner)->OfferPolicies({{"more.yaml", "- rule: Connects\n  desc: t\n  condition: evt.type = connect\n"
+                                          "  output: c\n  priority: WARNING\n"}});
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fd);
+  std::string text;
+  REQUIRE(ReadSmallFile(log, 1 << 16, &text));
+  CHECK(text.find("syscalls=connect") != std::string::npos);
+  CHECK(text.find("does not trap") == text.rfind("does not trap"));  // the first offer warned of nothing
+  std::remove(log.c_str());
+  std::remove(rules.c_str());
+  rmdir(dir);
 }

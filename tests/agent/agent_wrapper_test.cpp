@@ -241,18 +241,49 @@ print("ok" if ok else "FAILED")
 TEST_CASE("agent_fail_open: untraceable workloads still run, or not with --fail-closed") {
   TempDir dir;
   if (access("/usr/bin/strace", X_OK) != 0) return;
-  // Under strace -f the agent's child is already traced, so PTRACE_SEIZE fails.
-  Child open = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--", "sh", "-c", "echo ran; exit 5"});
+  // Under strace -f the agent's child is already traced, so PTRACE_SEIZE
+  // fails: --lifecycle ptrace cannot trace at all.
+  Child open = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--lifecycle", "ptrace", "--",
+                           "sh", "-c", "echo ran; exit 5"});
   REQUIRE(open.Wait());
   CHECK(open.ExitCode() == 5);
   CHECK(open.Out() == "ran\n");
   CHECK(open.Err().find("cannot trace the workload") != std::string::npos);
-  Child closed = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--fail-closed", "--", "sh",
-                             "-c", "echo ran; exit 5"});
+  Child closed = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--lifecycle", "ptrace",
+                             "--fail-closed", "--", "sh", "-c", "echo ran; exit 5"});
   REQUIRE(closed.Wait());
   CHECK(closed.ExitCode() != 5);
   CHECK(closed.ExitCode() != 0);
   CHECK(closed.Out().empty());
+}
+
+TEST_CASE("agent_fail_open: the seccomp lifecycle traces without ptrace, judging an exec at the next call") {
+  TempDir dir;
+  if (access("/usr/bin/strace", X_OK) != 0) return;
+  // The rule matches an exec of `cat`; ptrace is taken by strace, so the
+  // agent learns the exec when the new image first traps (its libc open,
+  // trapped for the second rule).
+  std::ofstream(dir / "rules.yaml")
+      << "- rule: cat run\n  desc: t\n"
+         "  condition: evt.type = execve and evt.dir = < and evt.res = SUCCESS and proc.name = cat\n"
+         "  output: cat ran (%proc.cmdline)\n  priority: WARNING\n"
+         "- rule: opens\n  desc: t\n  condition: evt.type = openat and fd.name = /nonexistent\n"
+         "  output: o\n  priority: WARNING\n";
+  std::string alerts = dir / "alerts.json";
+  Child c = Start(dir, {"/usr/bin/strace", "-f", "-o", "/dev/null", AgentPath(), "--rules", dir / "rules.yaml",
+                        "--alerts-out", alerts, "--log-level", "info", "--", "sh", "-c",
+                        "cat /etc/hostname >/dev/null; /nonexistent/cat; echo ran; exit 5"});
+  REQUIRE(c.Wait());
+  INFO(c.Err());
+  CHECK(c.ExitCode() == 5);
+  CHECK(c.Out() == "ran\n");
+  CHECK(c.Err().find("cannot trace the workload") == std::string::npos);
+  CHECK(c.Err().find("execs_deferred=0") == std::string::npos);
+  std::ifstream in(alerts);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 1);  // the failed exec raised none
+  CHECK(lines[0].find("cat ran (cat /etc/hostname)") != std::string::npos);
 }
 
 TEST_CASE("agent_flags: --help, bad flags and SIDETRACE_ environment") {

@@ -87,6 +87,24 @@ std::set<std::string> Fire(const std::string& script, const std::string& wrap = 
     Policies().Evaluate(ev->event, [&](const rules::Rule& r) { fired.insert(r.name); });
   }
   CHECK(n > 0);
+  // As deployed (alerts only): results and exec images are judged at entry
+  // and paid for only where a rule may match; the agent must raise exactly
+  // the alerts the complete record shows.
+  std::string alerts = (S().dir / "alerts.jsonl").string();
+  std::filesystem::remove(alerts);
+  cmd = "cd " + S().dir.string() + " && export T=" + S().dir.string() + " && timeout 60 sh wrap.sh " + Agent() +
+        " --alerts-out " + alerts + " -- /bin/sh " + (S().dir / "script.sh").string() + " >/dev/null 2>" +
+        (S().dir / "stderr").string();
+  st = std::system(cmd.c_str());
+  CHECK(WIFEXITED(st));
+  std::set<std::string> alerted;
+  std::ifstream ain(alerts);
+  while (std::getline(ain, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    REQUIRE_FALSE(j.is_discarded());
+    alerted.insert(j["rule"].get<std::string>());
+  }
+  CHECK(alerted == fired);
   return fired;
 }
 
