@@ -159,6 +159,7 @@ std::string FormatRfc3339(int64_t ns) {
 namespace {
 
 namespace dom = simdjson::dom;
+static_assert(kParsePadding >= simdjson::SIMDJSON_PADDING);
 
 // The parser keeps its buffers between batches (no allocation per batch).
 dom::parser& ThreadParser() {

@@ -75,6 +75,10 @@ struct Batch {
   std::deque<std::string> rewritten;
 };
 
+// Spare capacity after the body that lets ParseBatch parse it in place
+// (simdjson reads up to this far past the end); else it copies the body.
+inline constexpr size_t kParsePadding = 64;
+
 // Parses and validates a decompressed body; the Batch keeps it.
 Result<Batch> ParseBatch(std::string body);
 

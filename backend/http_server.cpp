@@ -133,6 +133,16 @@ class Session : public SseSink {
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_->options.max_body_bytes);
     ArmDeadline(server_->options.read_timeout);
+    http::async_read_header(derived().stream(), buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, derived().shared_from_this()));
+  }
+
+  // The header is in: the body gets its whole size (plus the padding) at
+  // once, then is read into it.
+  void OnHeader(beast::error_code ec, size_t) {
+    if (ec || close_after_read_ || parser_->is_done()) return OnRead(ec, 0);
+    if (auto length = parser_->content_length(); length && *length <= server_->options.max_body_bytes)
+      parser_->get().body().reserve(*length + server_->options.body_padding);
     http::async_read(derived().stream(), buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, derived().shared_from_this()));
   }
