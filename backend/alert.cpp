@@ -159,6 +159,7 @@ std::string FormatRfc3339(int64_t ns) {
 namespace {
 
 namespace dom = simdjson::dom;
+static_assert(kParsePadding >= simdjson::SIMDJSON_PADDING);
 
 // The parser keeps its buffers between batches (no allocation per batch).
 dom::parser& ThreadParser() {
@@ -222,10 +223,19 @@ size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
   }
 }
 
-size_t SkipValue(std::string_view s, size_t i) {  // at the first byte of a value
+bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+size_t SkipSpace(std::string_view s, size_t i) {
+  while (i < s.size() && IsSpace(s[i])) ++i;
+  return i;
+}
+
+// At the first byte of a value: the index past its end. `*spaced` is set
+// when the value holds whitespace between its tokens.
+size_t SkipValue(std::string_view s, size_t i, bool* spaced) {
   if (s[i] == '"') return SkipString(s, i);
   if (s[i] != '{' && s[i] != '[') {  // a number or a literal
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']') ++i;
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !IsSpace(s[i])) ++i;
     return i;
   }
   int depth = 0;
@@ -239,20 +249,29 @@ size_t SkipValue(std::string_view s, size_t i) {  // at the first byte of a valu
       ++depth;
     } else if ((c == '}' || c == ']') && --depth == 0) {
       return i + 1;
+    } else if (IsSpace(c)) {
+      *spaced = true;
     }
     ++i;
   }
   return i;
 }
 
-// The elements of the first top-level "events" array of `s`, as slices.
-// REQUIRES: `s` is minified, valid JSON with an object at the top (the DOM
-// parse checked the original, and minifying valid JSON keeps it valid), so
-// a depth-and-quotes scan finds the same elements as the parser.
-std::vector<std::string_view> EventSlices(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t i = 1;  // past '{'
-  while (i < s.size() && s[i] == '"') {
+// One element of the "events" array as the sender wrote it.
+struct Slice {
+  std::string_view text;
+  bool spaced;  // has whitespace between tokens: to be minified
+};
+
+// The elements of the first top-level "events" array of `s`.
+// REQUIRES: `s` is valid JSON with an object at the top (the DOM parse
+// checked it), so a depth-and-quotes scan finds the same elements as the
+// parser.
+std::vector<Slice> EventSlices(std::string_view s) {
+  std::vector<Slice> out;
+  bool ignored = false;
+  size_t i = SkipSpace(s, 0) + 1;  // past '{'
+  for (i = SkipSpace(s, i); i < s.size() && s[i] == '"'; i = SkipSpace(s, i)) {
     size_t key_end = SkipString(s, i);
     std::string_view raw = s.substr(i, key_end - i);
     bool is_events = raw == "\"events\"";
@@ -260,18 +279,18 @@ std::vector<std::string_view> EventSlices(std::string_view s) {
       json k = json::parse(raw, nullptr, false);
       is_events = k.is_string() && k.get_ref<const std::string&>() == "events";
     }
-    i = key_end + 1;  // past ':'
+    i = SkipSpace(s, SkipSpace(s, key_end) + 1);  // past ':'
     if (is_events && s[i] == '[') {
-      ++i;
-      while (i < s.size() && s[i] != ']') {
-        size_t end = SkipValue(s, i);
-        out.push_back(s.substr(i, end - i));
-        i = end;
-        if (s[i] == ',') ++i;
+      for (i = SkipSpace(s, i + 1); i < s.size() && s[i] != ']';) {
+        bool spaced = false;
+        size_t end = SkipValue(s, i, &spaced);
+        out.push_back({s.substr(i, end - i), spaced});
+        i = SkipSpace(s, end);
+        if (i < s.size() && s[i] == ',') i = SkipSpace(s, i + 1);
       }
       return out;
     }
-    i = SkipValue(s, i);
+    i = SkipSpace(s, SkipValue(s, i, &ignored));
     if (i < s.size() && s[i] == ',') ++i;
   }
   return out;
@@ -279,10 +298,12 @@ std::vector<std::string_view> EventSlices(std::string_view s) {
 
 }  // namespace
 
-Result<Batch> ParseBatch(std::string_view body) {
+Result<Batch> ParseBatch(std::string body) {
+  auto text = std::make_shared<const std::string>(std::move(body));
   dom::parser& parser = ThreadParser();
   dom::element root;
-  if (parser.parse(body.data(), body.size()).get(root)) return Status::InvalidArgument("body: malformed JSON");
+  // No copy of the body into the parser when its capacity has the padding.
+  if (parser.parse(*text).get(root)) return Status::InvalidArgument("body: malformed JSON");
   dom::object top;
   if (root.get_object().get(top)) return Status::InvalidArgument("body: must be a JSON object");
   dom::array events;
@@ -297,18 +318,22 @@ Result<Batch> ParseBatch(std::string_view body) {
     batch.alerts.push_back(std::move(a.value()));
   }
 
-  // Each alert's text: a slice of the minified body.
-  auto text = std::make_shared<std::string>(body.size() + simdjson::SIMDJSON_PADDING, '\0');
-  size_t len = 0;
-  if (simdjson::minify(body.data(), body.size(), text->data(), len) != simdjson::SUCCESS)
-    return Status::Internal("body: minify failed");
-  text->resize(len);
-  std::vector<std::string_view> slices = EventSlices(*text);
+  // Each alert's text: a slice of the body, minified only if it is not
+  // compact already (a sender writing one-line JSON costs no copy).
+  std::vector<Slice> slices = EventSlices(*text);
   if (slices.size() != batch.alerts.size())
     return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", slices.size(), batch.alerts.size()));
   for (size_t i = 0; i < slices.size(); ++i) {
     Alert& a = batch.alerts[i];
-    a.json = slices[i];
+    a.json = slices[i].text;
+    if (slices[i].spaced) {
+      std::string& m = batch.rewritten.emplace_back(a.json.size() + simdjson::SIMDJSON_PADDING, '\0');
+      size_t len = 0;
+      if (simdjson::minify(a.json.data(), a.json.size(), m.data(), len) != simdjson::SUCCESS)
+        return Status::Internal("body: minify failed");
+      m.resize(len);
+      a.json = m;
+    }
     if (a.priority != kPriorityNames[a.priority_index]) {
       // Rare: "warning" instead of "Warning". Store Falco's spelling.
       a.priority = std::string(kPriorityNames[a.priority_index]);

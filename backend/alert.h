@@ -16,10 +16,10 @@
 // index and field ("events[3].priority: unknown priority \"urgent\"").
 //
 // Cost (the ingest hot path): one simdjson DOM parse of the body validates
-// all of it (grammar, UTF-8) and yields the indexed fields; the body is then
-// minified once (simdjson) and each alert's stored text is a slice of that
-// copy: the sender's bytes without insignificant whitespace, never
-// re-serialised. Only the small agent/stats records go through nlohmann.
+// all of it (grammar, UTF-8) and yields the indexed fields; each alert's
+// stored text is a slice of the body itself (the Batch keeps the body), the
+// sender's bytes never re-serialised; only an alert with whitespace between
+// its tokens is minified (simdjson) into a copy of its own. Only the small agent/stats records go through nlohmann.
 // Thread-safety: pure functions (a thread-local parser per thread).
 #pragma once
 
@@ -68,15 +68,19 @@ struct AgentRecord {
 struct Batch {
   std::vector<Alert> alerts;
   std::vector<AgentRecord> agents;
-  // The minified body that Alert::json points into (a pointer, so that
-  // moving the Batch keeps the views valid), and the few alerts whose text
-  // had to change (priority respelled to Falco's spelling).
+  // The body that Alert::json points into (a pointer, so that moving the
+  // Batch keeps the views valid), and the few alerts whose text had to
+  // change (minified, or priority respelled to Falco's spelling).
   std::shared_ptr<const std::string> text;
   std::deque<std::string> rewritten;
 };
 
-// Parses and validates a decompressed body.
-Result<Batch> ParseBatch(std::string_view body);
+// Spare capacity after the body that lets ParseBatch parse it in place
+// (simdjson reads up to this far past the end); else it copies the body.
+inline constexpr size_t kParsePadding = 64;
+
+// Parses and validates a decompressed body; the Batch keeps it.
+Result<Batch> ParseBatch(std::string body);
 
 // Decompresses `body` per Content-Encoding ("", "identity", "gzip",
 // "deflate", "zstd") into `out`, refusing to produce more than `max_bytes`

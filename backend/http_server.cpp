@@ -107,6 +107,23 @@ class Session : public SseSink {
  protected:
   Derived& derived() { return static_cast<Derived&>(*this); }
 
+  // The connection's one deadline: armed per request, reply, handshake or
+  // shutdown; when it passes, the socket is closed and the pending operation
+  // fails. Not beast::tcp_stream's expiry: the stream arms and cancels a
+  // timer around every socket read, i.e. per TLS record (~75 per 1.2 MB
+  // batch), each a timer-queue update plus a cancelled completion.
+  void ArmDeadline(std::chrono::steady_clock::duration timeout) {
+    if (!deadline_) deadline_.emplace(derived().stream().get_executor());
+    deadline_->expires_after(timeout);
+    deadline_->async_wait([weak = derived().weak_from_this()](beast::error_code ec) {
+      auto self = weak.lock();
+      // A wait that completed just before a re-arm is stale: check the time.
+      if (ec || !self || self->deadline_->expiry() > std::chrono::steady_clock::now()) return;
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->stream()).socket().close(ignored);
+    });
+  }
+
   // Reads the next request unless one is being read, the pipeline is full
   // or the connection is closing.
   void DoRead() {
@@ -115,7 +132,17 @@ class Session : public SseSink {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_->options.max_body_bytes);
-    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    ArmDeadline(server_->options.read_timeout);
+    http::async_read_header(derived().stream(), buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, derived().shared_from_this()));
+  }
+
+  // The header is in: the body gets its whole size (plus the padding) at
+  // once, then is read into it.
+  void OnHeader(beast::error_code ec, size_t) {
+    if (ec || close_after_read_ || parser_->is_done()) return OnRead(ec, 0);
+    if (auto length = parser_->content_length(); length && *length <= server_->options.max_body_bytes)
+      parser_->get().body().reserve(*length + server_->options.body_padding);
     http::async_read(derived().stream(), buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, derived().shared_from_this()));
   }
@@ -186,7 +213,7 @@ class Session : public SseSink {
     res_->set(http::field::server, "sidetrace-backend");
     res_->prepare_payload();
     writing_ = true;
-    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    ArmDeadline(server_->options.read_timeout);
     http::async_write(derived().stream(), *res_,
                       beast::bind_front_handler(&Session::OnWrite, derived().shared_from_this(),
                                                 res_->need_eof()));
@@ -217,7 +244,7 @@ class Session : public SseSink {
   // client reads it. So the rest is read and dropped first, bounded.
   void Drain(size_t drained) {
     if (drained == 0) {
-      beast::get_lowest_layer(derived().stream()).expires_after(kDrainTime);
+      ArmDeadline(kDrainTime);
       drain_buf_ = std::make_unique<std::array<char, 16384>>();
     }
     derived().stream().async_read_some(
@@ -261,7 +288,7 @@ class Session : public SseSink {
   }
 
   void WriteNext() {
-    beast::get_lowest_layer(derived().stream()).expires_after(server_->options.read_timeout);
+    ArmDeadline(server_->options.read_timeout);
     asio::async_write(derived().stream(), asio::buffer(*queue_.front()),
                       [self = derived().shared_from_this()](beast::error_code ec, size_t) {
                         if (ec) return self->CloseSse();
@@ -298,6 +325,7 @@ class Session : public SseSink {
   bool closed_ = false;
   std::deque<std::shared_ptr<const std::string>> queue_;
   std::optional<asio::steady_timer> heartbeat_;
+  std::optional<asio::steady_timer> deadline_;  // see ArmDeadline
 };
 
 class PlainSession : public Session<PlainSession>, public std::enable_shared_from_this<PlainSession> {
@@ -324,7 +352,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
   beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
   void Run() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      beast::get_lowest_layer(self->stream_).expires_after(self->server_->options.handshake_timeout);
+      self->ArmDeadline(self->server_->options.handshake_timeout);
       self->stream_.async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
         if (ec) {
           log::Debug("tls handshake failed", "error={}", log::Quote(ec.message()));
@@ -335,7 +363,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
     });
   }
   void DoEof() {
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    ArmDeadline(std::chrono::seconds(5));
     stream_.async_shutdown([self = shared_from_this()](beast::error_code) {});
   }
 

@@ -78,6 +78,9 @@ struct ServerOptions {
   std::chrono::seconds read_timeout{30};
   std::chrono::seconds handshake_timeout{10};
   size_t max_pipeline = 1;  // requests read ahead of their replies, per connection
+  // Spare capacity reserved after a request body of known length, for a
+  // handler whose parser reads past the end (simdjson): it parses in place.
+  size_t body_padding = 0;
 };
 
 class HttpServer {

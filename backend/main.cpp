@@ -9,6 +9,7 @@
 #include <iostream>
 #include <thread>
 
+#include "backend/alert.h"
 #include "backend/forwarder.h"
 #include "backend/http_server.h"
 #include "backend/service.h"
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
   ingest_opts.read_timeout = std::chrono::seconds(o.timeout_s);
   ServerOptions http_opts = ingest_opts;
   ingest_opts.max_pipeline = o.pipeline;
+  ingest_opts.body_padding = kParsePadding;
   HttpServer ingest(io, ingest_opts, &*tls_ctx, [&](Request& r, Respond done) { service.HandleIngest(r, std::move(done)); },
                     &metrics, nullptr);
   http_opts.name = "http";

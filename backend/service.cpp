@@ -155,8 +155,8 @@ void Service::Ingest(Request& req, Respond respond) {
   if (auto it = req.find(http::field::content_encoding); it != req.end())
     encoding.assign(it->value().data(), it->value().size());
   std::string decoded;
-  const std::string* body = &req.body();
-  if (!encoding.empty() && encoding != "identity") {
+  bool encoded = !encoding.empty() && encoding != "identity";
+  if (encoded) {
     Status st = Decode(encoding, req.body(), max_decoded_bytes_, &decoded);
     if (!st.ok()) {
       if (st.code() == Status::Code::kUnavailable) {
@@ -167,9 +167,9 @@ void Service::Ingest(Request& req, Respond respond) {
       metrics_->Reject(unknown ? "bad_encoding" : "malformed");
       return respond(Error(unknown ? http::status::unsupported_media_type : http::status::bad_request, st.message()));
     }
-    body = &decoded;
   }
-  auto parsed = ParseBatch(*body);
+  // The batch takes the body over (its alerts' texts are slices of it).
+  auto parsed = ParseBatch(encoded ? std::move(decoded) : std::move(req.body()));
   if (!parsed.ok()) {
     metrics_->Reject(parsed.status().message().rfind("events[", 0) == 0 ? "invalid_event" : "malformed");
     return respond(Error(http::status::bad_request, parsed.status().message()));

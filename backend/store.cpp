@@ -8,6 +8,7 @@
 #include <functional>
 #include <string_view>
 #include <map>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -135,6 +136,10 @@ bool ParseSync(std::string_view name, Sync* sync) {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path, StoreOptions options) {
+  // SQLite's memory statistics take a global mutex on every allocation;
+  // nothing reads them. Must precede SQLite's initialisation.
+  static std::once_flag configured;
+  std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   std::unique_ptr<Store> store(new Store(path, options));
   Status st = store->Init();
   if (!st.ok()) return st;
@@ -148,12 +153,11 @@ Status Store::Init() {
   // WAL: readers never block the writer and vice versa. synchronous: see
   // the header. No automatic checkpoints: they would run inside a COMMIT
   // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
-  // Pages stay at SQLite's 4 KiB: every alert dirties a random leaf of the
-  // uuid index, so the WAL grows by about a page per alert at scale, and
-  // larger pages multiply that.
-  Status st = Exec(writer_, fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA cache_size=-65536;"
-                                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
-                                        SyncName(options_.sync), kWalCheckpointBytes * 4)
+  // page_size applies to a new file only (kPageSize).
+  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={};"
+                                        "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
+                                        "PRAGMA journal_size_limit={};",
+                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 4)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;

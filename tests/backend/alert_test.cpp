@@ -48,6 +48,20 @@ TEST_CASE("backend_alert: stored text is the sender's alert on one line", "[unit
   CHECK(b->agents[0].alerts == -1);
 }
 
+TEST_CASE("backend_alert: a compact alert is stored as a slice of the body, a spaced one minified", "[unit]") {
+  std::string compact = R"({"uuid":"c","time":"2026-11-26T00:00:00Z","rule":"r x","priority":"Notice","output":"a  b","output_fields":{"k":1}})";
+  std::string spaced = R"({"uuid":"s","time":"2026-11-26T00:00:00Z","rule":"r","priority":"Notice","output_fields":{"k": [1, 2]}})";
+  auto b = ParseBatch("{\"n\": 1 ,\"x\":{\"events\":[]}, \"events\" :\t[ " + compact + " ,\r\n" + spaced + " ] }");
+  REQUIRE(b.ok());
+  REQUIRE(b->alerts.size() == 2);
+  CHECK(b->alerts[0].json == compact);
+  const std::string& body = *b->text;
+  CHECK(b->alerts[0].json.data() >= body.data());
+  CHECK(b->alerts[0].json.data() < body.data() + body.size());
+  CHECK(b->alerts[1].json ==
+        R"({"uuid":"s","time":"2026-11-26T00:00:00Z","rule":"r","priority":"Notice","output_fields":{"k":[1,2]}})");
+}
+
 TEST_CASE("backend_alert: reasons for bad input", "[unit]") {
   auto reason = [](const std::string& body) {
     auto b = ParseBatch(body);

@@ -1,6 +1,7 @@
 // Store on real SQLite files: a database written by schema version 1 is
 // migrated in place (its alerts stay readable and searchable), and a group
-// commit stores several batches with one result per batch.
+// commit stores several batches with one result per batch; new files get
+// large pages, old ones keep theirs.
 #include <sqlite3.h>
 
 #include <catch2/catch.hpp>
@@ -82,11 +83,28 @@ TEST_CASE("backend_store: a version 1 database is migrated and keeps its alerts"
   sqlite3_stmt* s = nullptr;
   REQUIRE(sqlite3_prepare_v2(db, "SELECT (SELECT user_version FROM pragma_user_version), "
                                  "(SELECT count(*) FROM pragma_table_info('events') WHERE name='output'), "
-                                 "(SELECT count(*) FROM events)", -1, &s, nullptr) == SQLITE_OK);
+                                 "(SELECT count(*) FROM events), (SELECT page_size FROM pragma_page_size)",
+                             -1, &s, nullptr) == SQLITE_OK);
   REQUIRE(sqlite3_step(s) == SQLITE_ROW);
   CHECK(sqlite3_column_int(s, 0) == Store::kSchemaVersion);
   CHECK(sqlite3_column_int(s, 1) == 0);
   CHECK(sqlite3_column_int(s, 2) == 2);
+  CHECK(sqlite3_column_int(s, 3) == 4096);  // an existing file keeps its page size
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("backend_store: a new database file uses large pages", "[unit]") {
+  std::string dir = MakeTempDir("backend_store_test");
+  std::string path = dir + "/new.db";
+  REQUIRE(Store::Open(path).ok());
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &s, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  CHECK(sqlite3_column_int(s, 0) == Store::kPageSize);
   sqlite3_finalize(s);
   sqlite3_close(db);
   std::filesystem::remove_all(dir);
