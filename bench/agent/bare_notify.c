@@ -1,5 +1,6 @@
-// bare_notify PROGRAM ARGS...: runs PROGRAM with the open family (open,
-// openat, openat2, creat) sent to a seccomp user-notification supervisor that
+// bare_notify [--exec] PROGRAM ARGS...: runs PROGRAM with the open family
+// (open, openat, openat2, creat; with --exec, execve too) sent to a seccomp
+// user-notification supervisor that
 // answers every notification CONTINUE at once, reading nothing, with the
 // synchronous wake-up flag set and a thread blocked in NOTIF_RECV. It is the
 // cheapest supervisor that sees every open: the floor under any tracer built
@@ -44,6 +45,11 @@ static void* Supervise(void* arg) {
 }
 
 int main(int argc, char** argv) {
+  int trap_exec = argc > 1 && strcmp(argv[1], "--exec") == 0;
+  if (trap_exec) {
+    --argc;
+    ++argv;
+  }
   if (argc < 2) return 2;
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) return 1;
@@ -54,6 +60,7 @@ int main(int argc, char** argv) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, trap_exec ? SYS_execve : SYS_openat, 5, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 4, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_open, 3, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 2, 0),
