@@ -19,12 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-long Counter(const std::string& log, const std::string& name) {
-  std::smatch m;
-  if (!std::regex_search(log, m, std::regex("tracing finished.* " + name + "=([0-9]+)"))) return -1;
-  return std::stol(m[1]);
-}
-
 // A rules file with one WARNING rule per (name, condition).
 std::string Rules(const TempDir& dir, const std::vector<std::pair<std::string, std::string>>& rules) {
   std::string path = dir / "rules.yaml";

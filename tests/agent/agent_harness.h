@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -141,6 +142,14 @@ inline char ProcState(pid_t pid) {
   std::string s = ReadFile("/proc/" + std::to_string(pid) + "/stat");
   size_t p = s.rfind(')');
   return p != std::string::npos && p + 2 < s.size() ? s[p + 2] : 0;
+}
+
+// The counter `name` from the agent's "tracing finished" line (logged at
+// --log-level info), -1 if absent.
+inline long Counter(const std::string& log, const std::string& name) {
+  std::smatch m;
+  if (!std::regex_search(log, m, std::regex("tracing finished.* " + name + "=([0-9]+)"))) return -1;
+  return std::stol(m[1]);
 }
 
 }  // namespace agent_test

@@ -21,13 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-// The counter `name` from the agent's "tracing finished" line, -1 if absent.
-long Counter(const std::string& log, const std::string& name) {
-  std::smatch m;
-  if (!std::regex_search(log, m, std::regex("tracing finished.* " + name + "=([0-9]+)"))) return -1;
-  return std::stol(m[1]);
-}
-
 // Runs the agent (with `agent_args`) on `script` inside a private mount
 // namespace where /etc/shadow is `fake`.
 Child RunWithFakeShadow(const TempDir& dir, const std::string& fake, const std::vector<std::string>& agent_args,
