@@ -4,9 +4,11 @@
 //   thread-exec PROG      exec PROG from a thread that is not the leader
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
-//   failexec-open PROG PATH  execv(PROG) that fails, then open PATH: the
-//                         process must still be judged as itself; prints
-//                         the errno, the fd and its TracerPid
+//   failexec-open PROG PATH [big]  execv(PROG) that fails, then open PATH:
+//                         the process must still be judged as itself;
+//                         prints the errno, the fd and its TracerPid. With
+//                         "big", PROG may be valid: its arguments exceed
+//                         what a 256 KiB stack limit allows (E2BIG)
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -99,7 +102,18 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!strcmp(mode, "failexec-open") && argc > 3) {
-    char* args[] = {argv[2], NULL};
+    // 41 arguments (argv[0] too) of 4095 bytes: 164 KiB, over the 128 KiB
+    // the kernel allows with a stack limit under 512 KiB.
+    static char big[4096];
+    char* args[42] = {argv[2], NULL};
+    if (argc > 4 && !strcmp(argv[4], "big")) {
+      struct rlimit stack = {256 * 1024, 256 * 1024};
+      getrlimit(RLIMIT_STACK, &stack);
+      stack.rlim_cur = 256 * 1024;
+      if (setrlimit(RLIMIT_STACK, &stack) != 0) return 1;
+      memset(big, 'x', sizeof big - 1);
+      for (int i = 0; i <= 40; ++i) args[i] = big;
+    }
     execv(argv[2], args);
     int err = errno;
     int fd = open(argv[3], O_RDONLY);
