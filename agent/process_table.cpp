@@ -128,6 +128,24 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
   proc->same_root = SameRootAsAgent(pid);
 }
 
+void DescribeSocket(int s, event::FdInfo* fd) {
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+  len = sizeof type;
+  getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len);
+  fd->typechar = domain == AF_INET ? '4' : domain == AF_INET6 ? '6' : domain == AF_UNIX ? 'u' : 'o';
+  fd->l4proto = type == SOCK_STREAM ? IPPROTO_TCP : type == SOCK_DGRAM ? IPPROTO_UDP : 0;
+  sockaddr_storage ss{};
+  len = sizeof ss;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) FillSockAddr(ss, &fd->local);
+  len = sizeof ss;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    FillSockAddr(ss, &fd->remote);
+    fd->connected = true;
+  }
+}
+
 bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd) {
   std::string target;
   if (!Readlink("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(num), &target)) return false;
@@ -151,21 +169,7 @@ bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd) {
   else if (target.rfind("socket:", 0) == 0 && pidfd >= 0) {
     int dup = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, num, 0));
     if (dup >= 0) {
-      int domain = 0, type = 0;
-      socklen_t len = sizeof domain;
-      getsockopt(dup, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-      len = sizeof type;
-      getsockopt(dup, SOL_SOCKET, SO_TYPE, &type, &len);
-      fd->typechar = domain == AF_INET ? '4' : domain == AF_INET6 ? '6' : domain == AF_UNIX ? 'u' : 'o';
-      fd->l4proto = type == SOCK_STREAM ? IPPROTO_TCP : type == SOCK_DGRAM ? IPPROTO_UDP : 0;
-      sockaddr_storage ss{};
-      len = sizeof ss;
-      if (getsockname(dup, reinterpret_cast<sockaddr*>(&ss), &len) == 0) FillSockAddr(ss, &fd->local);
-      len = sizeof ss;
-      if (getpeername(dup, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-        FillSockAddr(ss, &fd->remote);
-        fd->connected = true;
-      }
+      DescribeSocket(dup, fd);
       close(dup);
     }
   }

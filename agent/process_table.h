@@ -122,6 +122,10 @@ class ProcessTable {
 // typechar (sockets get their addresses from pidfd_getfd when `pidfd` >= 0).
 bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd);
 
+// Fills `fd`'s typechar, l4proto, local and remote ends from the socket `s`
+// (the agent's duplicate of a tracee's descriptor).
+void DescribeSocket(int s, event::FdInfo* fd);
+
 // Fills `a` from a socket address (inet, inet6, unix; empty otherwise).
 // REQUIRES: `ss` holds a whole address of its family (kernel-written).
 void FillSockAddr(const sockaddr_storage& ss, event::SocketAddress* a);
