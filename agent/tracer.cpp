@@ -355,6 +355,7 @@ struct Tracer::Impl {
     uint64_t execs_fast = 0;      // no rule could match: CONTINUE
     uint64_t execs_exact = 0;     // a rule may match: the result from a ptrace exec stop
     uint64_t execs_deferred = 0;  // ...but ptrace was refused: judged at the process's next call
+    uint64_t sends_unaddressed = 0;  // sendmsg to a connected socket's peer: CONTINUE
   } stats_;
 
   // Lifecycle::kSeccomp: pidfds of the processes in the table, readable when
@@ -459,7 +460,7 @@ struct Tracer::Impl {
       else opt.trapped.Remove(s);
     }
     if (want_filter) {
-      prog = BuildFilter(opt.trapped);
+      prog = BuildFilter(opt.trapped, opt.unaddressed_sends);
       if (!prog.ok()) {
         log::Error("cannot build the seccomp filter", "error={}", log::Quote(prog.status().message()));
         want_filter = false;
@@ -1415,6 +1416,13 @@ struct Tracer::Impl {
     const pid_t tid = static_cast<pid_t>(req.pid);
     const auto& a = req.data.args;
     std::optional<EventType> type = SysEvent(sys);
+    sockaddr_storage dest{};
+    socklen_t dest_len = 0;
+    if (sys == Sys::kSendmsg && !SendmsgDestination(req, &dest, &dest_len) && !opt.unaddressed_sends) {
+      ++stats_.sends_unaddressed;
+      Continue(req.id);
+      return;
+    }
     if (!type || !sink->wanted()) {
       Continue(req.id);
       Invalidate(p, sys);
@@ -1468,10 +1476,11 @@ struct Tracer::Impl {
         num("fd", a[0]);
         event::FdInfo fd;
         if (d0 >= 0 && DescribeFd(p->info->pid, p->pidfd, d0, &fd)) ev.fd = fd;
-        if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage)) {
-          sockaddr_storage ss{};
-          if (ReadTraceeMemory(tid, a[4], &ss, a[5]) == 0) FillAddress(ss, static_cast<socklen_t>(a[5]), &ev.fd.remote);
+        if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage) &&
+            ReadTraceeMemory(tid, a[4], &dest, a[5]) == 0) {
+          dest_len = static_cast<socklen_t>(a[5]);
         }
+        if (dest_len) FillAddress(dest, dest_len, &ev.fd.remote);
         break;
       }
       default: break;
@@ -1481,6 +1490,22 @@ struct Tracer::Impl {
     ev.SetArg("res", "unknown");
     Emit();
     Invalidate(p, sys);
+  }
+
+  // Whether a native sendmsg names a destination (msg_name), read into
+  // `dest`. True when it cannot tell (another ABI, unreadable memory): the
+  // call is then judged like an addressed one.
+  static bool SendmsgDestination(const seccomp_notif& req, sockaddr_storage* dest, socklen_t* len) {
+    if (req.data.arch != AUDIT_ARCH_X86_64 || req.data.nr != SYS_sendmsg) return true;
+    const pid_t tid = static_cast<pid_t>(req.pid);
+    msghdr msg{};
+    if (ReadTraceeMemory(tid, req.data.args[1], &msg, sizeof msg) != 0) return true;
+    if (!msg.msg_name || msg.msg_namelen == 0) return false;
+    if (msg.msg_namelen <= sizeof *dest &&
+        ReadTraceeMemory(tid, reinterpret_cast<uint64_t>(msg.msg_name), dest, msg.msg_namelen) == 0) {
+      *len = msg.msg_namelen;
+    }
+    return true;
   }
 
   // After a CONTINUEd call that changes what the table caches.
@@ -1538,10 +1563,10 @@ struct Tracer::Impl {
     auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
     log::Info("tracing finished",
               "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} execs={} execs_fast={} "
-              "execs_exact={} execs_deferred={} cpu_user_us={} cpu_sys_us={}",
+              "execs_exact={} execs_deferred={} sends_unaddressed={} cpu_user_us={} cpu_sys_us={}",
               stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
-              stats_.execs, stats_.execs_fast, stats_.execs_exact, stats_.execs_deferred, us(ru.ru_utime),
-              us(ru.ru_stime));
+              stats_.execs, stats_.execs_fast, stats_.execs_exact, stats_.execs_deferred, stats_.sends_unaddressed,
+              us(ru.ru_utime), us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };

@@ -14,6 +14,10 @@
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
 //   fds                   print the fds this process inherited
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
+//   udp-send              UDP datagrams to a socket of its own on 127.0.0.1:
+//                         sendto and sendmsg naming it, then connect and
+//                         send and sendmsg naming nothing; prints the
+//                         datagrams received
 //   threads N             N threads each opening /etc/hostname
 //   stop-self             raise SIGSTOP, then print "resumed"
 //   accept                bind/listen on 127.0.0.1, connect to itself, then a
@@ -243,6 +247,25 @@ int main(int argc, char** argv) {
     int b = socket(AF_INET, SOCK_STREAM, 0);
     rc = connect(b, (struct sockaddr*)&a, sizeof a);
     printf("blocking rc %d errno %d\n", rc, rc < 0 ? errno : 0);
+    return 0;
+  }
+  if (!strcmp(mode, "udp-send")) {
+    int r = socket(AF_INET, SOCK_DGRAM, 0), s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t len = sizeof a;
+    if (bind(r, (struct sockaddr*)&a, sizeof a) != 0 || getsockname(r, (struct sockaddr*)&a, &len) != 0) return 1;
+    struct iovec iov = {"m", 1};
+    struct msghdr named = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr unnamed = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (sendto(s, "t", 1, 0, (struct sockaddr*)&a, sizeof a) != 1 || sendmsg(s, &named, 0) != 1) return 1;
+    if (connect(s, (struct sockaddr*)&a, sizeof a) != 0) return 1;
+    if (send(s, "u", 1, 0) != 1 || sendmsg(s, &unnamed, 0) != 1) return 1;
+    char buf[8];
+    int got = 0;
+    while (recv(r, buf, sizeof buf, MSG_DONTWAIT) > 0) ++got;
+    printf("received %d\n", got);
     return 0;
   }
   if (!strcmp(mode, "threads") && argc > 2) {
