@@ -81,9 +81,22 @@ Result<AgentRecord> ParseAgent(const json& rec, const json* stats, const std::st
   return a;
 }
 
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+// days_from_civil); like timegm, a day past the month's end rolls over.
+int64_t DaysFromCivil(int64_t y, int m, int d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  int64_t yoe = y - era * 400;
+  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
 }  // namespace
 
 int PriorityIndex(std::string_view name) {
+  for (int i = 0; i < 8; ++i)  // Falco's own spelling first: the common case
+    if (name == kPriorityNames[i]) return i;
   for (int i = 0; i < 8; ++i)
     if (IEquals(name, kPriorityNames[i])) return i;
   if (IEquals(name, "info")) return 6;
@@ -134,14 +147,7 @@ bool ParseRfc3339(std::string_view s, int64_t* ns) {
     return false;
   }
   if (pos != s.size()) return false;
-  std::tm tm{};
-  tm.tm_year = Y - 1900;
-  tm.tm_mon = M - 1;
-  tm.tm_mday = D;
-  tm.tm_hour = h;
-  tm.tm_min = m;
-  tm.tm_sec = sec;
-  int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset;
+  int64_t secs = DaysFromCivil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset;
   *ns = secs * 1000000000LL + frac;
   return true;
 }
@@ -167,15 +173,46 @@ dom::parser& ThreadParser() {
   return parser;
 }
 
-// A string member of `obj`: true and `*out` set when present and a string.
-bool GetString(dom::object obj, std::string_view key, std::string_view* out) {
-  auto v = obj.at_key(key);
-  if (v.error()) return false;
-  return !v.get_string().get(*out);
-}
-
 // The small records (agent, agents, stats) as nlohmann values, for ParseAgent.
 json ToNlohmann(dom::element e) { return json::parse(simdjson::minify(e), nullptr, false); }
+
+// One alert's members, found in one pass over its keys (and its
+// output_fields' keys); the first of duplicate keys counts, as with at_key.
+struct AlertMembers {
+  enum : unsigned { kUuid = 1, kRule = 2, kPriority = 4, kTime = 8, kFields = 16, kTags = 32, kAgentId = 64 };
+  unsigned seen = 0;
+  dom::element uuid, rule, priority, time, fields, tags, agent_id;
+
+  explicit AlertMembers(dom::object obj) {
+    for (dom::key_value_pair kv : obj) {
+      std::string_view k = kv.key;
+      switch (k.size()) {
+        case 4:
+          if (k == "uuid") Take(kUuid, &uuid, kv.value);
+          else if (k == "rule") Take(kRule, &rule, kv.value);
+          else if (k == "time") Take(kTime, &time, kv.value);
+          else if (k == "tags") Take(kTags, &tags, kv.value);
+          break;
+        case 8:
+          if (k == "priority") Take(kPriority, &priority, kv.value);
+          else if (k == "agent_id") Take(kAgentId, &agent_id, kv.value);
+          break;
+        case 13:
+          if (k == "output_fields") Take(kFields, &fields, kv.value);
+          break;
+      }
+    }
+  }
+  void Take(unsigned bit, dom::element* slot, dom::element v) {
+    if (seen & bit) return;
+    seen |= bit;
+    *slot = v;
+  }
+  // True and `*out` set when the member is present and a string.
+  bool String(unsigned bit, dom::element e, std::string_view* out) const {
+    return (seen & bit) && !e.get_string().get(*out);
+  }
+};
 
 Result<Alert> ParseAlert(dom::element e, size_t index) {
   auto bad = [&](const char* field, std::string_view why) {
@@ -184,31 +221,63 @@ Result<Alert> ParseAlert(dom::element e, size_t index) {
   dom::object obj;
   if (e.get_object().get(obj))
     return Status::InvalidArgument(fmt::format("events[{}]: must be an object", index));
+  AlertMembers m(obj);
+  using M = AlertMembers;
   Alert a;
-  std::string_view uuid, rule, priority, time, agent_id;
+  std::string_view time;
   // The checks, in the order a reader expects the reasons.
-  if (!GetString(obj, "uuid", &uuid) || uuid.empty()) return bad("uuid", "required non-empty string (the dedupe key)");
-  if (uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
-  if (!GetString(obj, "rule", &rule) || rule.empty()) return bad("rule", "required non-empty string");
-  if (!GetString(obj, "priority", &priority)) return bad("priority", "required string");
-  a.priority_index = PriorityIndex(priority);
-  if (a.priority_index < 0) return bad("priority", fmt::format("unknown priority \"{}\"", priority));
-  if (!GetString(obj, "time", &time)) return bad("time", "required RFC 3339 string");
+  if (!m.String(M::kUuid, m.uuid, &a.uuid) || a.uuid.empty()) return bad("uuid", "required non-empty string (the dedupe key)");
+  if (a.uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
+  if (!m.String(M::kRule, m.rule, &a.rule) || a.rule.empty()) return bad("rule", "required non-empty string");
+  if (!m.String(M::kPriority, m.priority, &a.priority)) return bad("priority", "required string");
+  a.priority_index = PriorityIndex(a.priority);
+  if (a.priority_index < 0) return bad("priority", fmt::format("unknown priority \"{}\"", a.priority));
+  if (!m.String(M::kTime, m.time, &time)) return bad("time", "required RFC 3339 string");
   if (!ParseRfc3339(time, &a.time_ns)) return bad("time", fmt::format("not RFC 3339: \"{}\"", time));
   dom::object fields;
-  if (obj.at_key("output_fields").get_object().get(fields) || fields.size() == 0)
+  if (!(m.seen & M::kFields) || m.fields.get_object().get(fields) || fields.size() == 0)
     return bad("output_fields", "required non-empty object");
-  if (auto tags = obj.at_key("tags"); !tags.error() && !tags.is_null() && !tags.is_array())
-    return bad("tags", "must be an array");
-  a.uuid = uuid;
-  a.rule = rule;
-  a.priority = priority;
-  std::string_view v;
-  if (GetString(fields, "container.id", &v)) a.container_id = v;
-  if (GetString(fields, "aws.ecs.task.arn", &v)) a.task_arn = v;
-  if ((GetString(obj, "agent_id", &agent_id) && !agent_id.empty()) || GetString(fields, "agent.id", &agent_id))
-    a.agent_id = agent_id;
+  if ((m.seen & M::kTags) && !m.tags.is_null() && !m.tags.is_array()) return bad("tags", "must be an array");
+  std::string_view field_agent_id;
+  bool container = false, task = false, agent = false;
+  for (dom::key_value_pair kv : fields) {
+    std::string_view k = kv.key, v;
+    if (k.size() == 12 && !container && k == "container.id") {
+      container = true;
+      if (!kv.value.get_string().get(v)) a.container_id = v;
+    } else if (k.size() == 16 && !task && k == "aws.ecs.task.arn") {
+      task = true;
+      if (!kv.value.get_string().get(v)) a.task_arn = v;
+    } else if (k.size() == 8 && !agent && k == "agent.id") {
+      agent = true;
+      if (!kv.value.get_string().get(v)) field_agent_id = v;
+    }
+  }
+  if (!m.String(M::kAgentId, m.agent_id, &a.agent_id) || a.agent_id.empty()) a.agent_id = field_agent_id;
   return a;
+}
+
+// Copies the alerts' indexed fields (views into the parser's memory, reused
+// by the thread's next parse) into one block owned by the batch.
+void PinStrings(Batch* batch) {
+  size_t total = 0;
+  for (const Alert& a : batch->alerts)
+    total += a.uuid.size() + a.rule.size() + a.container_id.size() + a.task_arn.size() + a.agent_id.size();
+  batch->strings = std::make_unique<char[]>(total + 1);
+  char* p = batch->strings.get();
+  auto pin = [&p](std::string_view* v) {
+    std::memcpy(p, v->data(), v->size());
+    *v = std::string_view(p, v->size());
+    p += v->size();
+  };
+  for (Alert& a : batch->alerts) {
+    pin(&a.uuid);
+    pin(&a.rule);
+    pin(&a.container_id);
+    pin(&a.task_arn);
+    pin(&a.agent_id);
+    a.priority = kPriorityNames[a.priority_index];
+  }
 }
 
 size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
@@ -336,9 +405,8 @@ Result<Batch> ParseBatch(std::string body) {
     }
     if (a.priority != kPriorityNames[a.priority_index]) {
       // Rare: "warning" instead of "Warning". Store Falco's spelling.
-      a.priority = std::string(kPriorityNames[a.priority_index]);
       json j = json::parse(a.json, nullptr, false);
-      j["priority"] = a.priority;
+      j["priority"] = kPriorityNames[a.priority_index];
       a.json = batch.rewritten.emplace_back(Dump(j));
     }
   }
@@ -371,6 +439,7 @@ Result<Batch> ParseBatch(std::string body) {
       if (a.task_arn.empty()) a.task_arn = only.task_arn;
     }
   }
+  PinStrings(&batch);
   return batch;
 }
 
