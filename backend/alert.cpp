@@ -280,51 +280,7 @@ void PinStrings(Batch* batch) {
   }
 }
 
-size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
-  for (;;) {
-    const void* q = std::memchr(s.data() + i + 1, '"', s.size() - i - 1);
-    if (q == nullptr) return s.size();
-    size_t j = static_cast<const char*>(q) - s.data();
-    size_t backslashes = 0;
-    while (s[j - 1 - backslashes] == '\\') ++backslashes;
-    if (backslashes % 2 == 0) return j + 1;
-    i = j;
-  }
-}
-
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-size_t SkipSpace(std::string_view s, size_t i) {
-  while (i < s.size() && IsSpace(s[i])) ++i;
-  return i;
-}
-
-// At the first byte of a value: the index past its end. `*spaced` is set
-// when the value holds whitespace between its tokens.
-size_t SkipValue(std::string_view s, size_t i, bool* spaced) {
-  if (s[i] == '"') return SkipString(s, i);
-  if (s[i] != '{' && s[i] != '[') {  // a number or a literal
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !IsSpace(s[i])) ++i;
-    return i;
-  }
-  int depth = 0;
-  while (i < s.size()) {
-    char c = s[i];
-    if (c == '"') {
-      i = SkipString(s, i);
-      continue;
-    }
-    if (c == '{' || c == '[') {
-      ++depth;
-    } else if ((c == '}' || c == ']') && --depth == 0) {
-      return i + 1;
-    } else if (IsSpace(c)) {
-      *spaced = true;
-    }
-    ++i;
-  }
-  return i;
-}
 
 // One element of the "events" array as the sender wrote it.
 struct Slice {
@@ -332,35 +288,48 @@ struct Slice {
   bool spaced;  // has whitespace between tokens: to be minified
 };
 
-// The elements of the first top-level "events" array of `s`.
-// REQUIRES: `s` is valid JSON with an object at the top (the DOM parse
-// checked it), so a depth-and-quotes scan finds the same elements as the
-// parser.
-std::vector<Slice> EventSlices(std::string_view s) {
+// The elements of the top-level "events" array of `s`, found from the
+// structural index that stage 1 of the DOM parse already built (the offset
+// of every {, }, [, ], :, comma and of the first byte of every string and
+// scalar, in order): no second pass over the body's bytes.
+// REQUIRES: `parser` has just parsed `s` successfully, an object at the top.
+std::vector<Slice> EventSlices(const dom::parser& parser, std::string_view s) {
+  const uint32_t* at = parser.implementation->structural_indexes.get();
+  const size_t n = parser.implementation->n_structural_indexes;
+  auto c = [&](size_t i) { return s[at[i]]; };
+  // From structural i (a value's first), the index of the value's last.
+  auto last = [&](size_t i) {
+    if (c(i) != '{' && c(i) != '[') return i;
+    for (int depth = 0;; ++i) {
+      if (c(i) == '{' || c(i) == '[') ++depth;
+      if ((c(i) == '}' || c(i) == ']') && --depth == 0) return i;
+    }
+  };
   std::vector<Slice> out;
-  bool ignored = false;
-  size_t i = SkipSpace(s, 0) + 1;  // past '{'
-  for (i = SkipSpace(s, i); i < s.size() && s[i] == '"'; i = SkipSpace(s, i)) {
-    size_t key_end = SkipString(s, i);
-    std::string_view raw = s.substr(i, key_end - i);
+  for (size_t i = 1; i + 1 < n && c(i) == '"';) {  // a key, then ':'
+    std::string_view raw = s.substr(at[i], at[i + 1] - at[i]);
+    while (IsSpace(raw.back())) raw.remove_suffix(1);
     bool is_events = raw == "\"events\"";
     if (!is_events && raw.find('\\') != std::string_view::npos) {
       json k = json::parse(raw, nullptr, false);
       is_events = k.is_string() && k.get_ref<const std::string&>() == "events";
     }
-    i = SkipSpace(s, SkipSpace(s, key_end) + 1);  // past ':'
-    if (is_events && s[i] == '[') {
-      for (i = SkipSpace(s, i + 1); i < s.size() && s[i] != ']';) {
+    i += 2;
+    if (is_events && c(i) == '[') {
+      for (++i; c(i) != ']';) {
+        size_t end = last(i);
+        // Whitespace between two tokens is the byte before the second one:
+        // no token ends in whitespace.
         bool spaced = false;
-        size_t end = SkipValue(s, i, &spaced);
-        out.push_back({s.substr(i, end - i), spaced});
-        i = SkipSpace(s, end);
-        if (i < s.size() && s[i] == ',') i = SkipSpace(s, i + 1);
+        for (size_t k = i + 1; k <= end; ++k) spaced |= IsSpace(s[at[k] - 1]);
+        out.push_back({s.substr(at[i], at[end] + 1 - at[i]), spaced});
+        i = end + 1;
+        if (c(i) == ',') ++i;
       }
       return out;
     }
-    i = SkipSpace(s, SkipValue(s, i, &ignored));
-    if (i < s.size() && s[i] == ',') ++i;
+    i = last(i) + 1;
+    if (c(i) == ',') ++i;
   }
   return out;
 }
@@ -389,7 +358,7 @@ Result<Batch> ParseBatch(std::string body) {
 
   // Each alert's text: a slice of the body, minified only if it is not
   // compact already (a sender writing one-line JSON costs no copy).
-  std::vector<Slice> slices = EventSlices(*text);
+  std::vector<Slice> slices = EventSlices(parser, *text);
   if (slices.size() != batch.alerts.size())
     return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", slices.size(), batch.alerts.size()));
   for (size_t i = 0; i < slices.size(); ++i) {
