@@ -317,11 +317,19 @@ std::vector<Slice> EventSlices(const dom::parser& parser, std::string_view s) {
     i += 2;
     if (is_events && c(i) == '[') {
       for (++i; c(i) != ']';) {
-        size_t end = last(i);
-        // Whitespace between two tokens is the byte before the second one:
-        // no token ends in whitespace.
+        // To the element's closing brace, noting whitespace between tokens:
+        // it is the byte before a token (no token ends in whitespace, and
+        // in valid JSON nothing else between tokens is <= 0x20).
+        size_t end = i;
         bool spaced = false;
-        for (size_t k = i + 1; k <= end; ++k) spaced |= IsSpace(s[at[k] - 1]);
+        for (int depth = 0;;) {
+          unsigned char pair[2];  // the byte before the structural, and it
+          std::memcpy(pair, s.data() + at[end] - 1, 2);
+          spaced |= end > i && pair[0] <= 0x20;
+          depth += (pair[1] == '{' || pair[1] == '[') - (pair[1] == '}' || pair[1] == ']');
+          if (depth == 0) break;
+          ++end;
+        }
         out.push_back({s.substr(at[i], at[end] + 1 - at[i]), spaced});
         i = end + 1;
         if (c(i) == ',') ++i;
