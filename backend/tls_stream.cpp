@@ -40,7 +40,7 @@ void TlsStream::Classify(int ret, error_code& ec) {
     case SSL_ERROR_SYSCALL:
       if (unsigned long e = ERR_peek_last_error(); e != 0) {
         ec = error_code(static_cast<int>(e), asio::error::get_ssl_category());
-      } else if (saved_errno != 0 && ret < 0) {
+      } else if (saved_errno != 0) {
         ec = error_code(saved_errno, asio::error::get_system_category());
       } else {
         ec = asio::ssl::error::stream_truncated;
