@@ -489,3 +489,21 @@ TEST_CASE("backend_ingest: a client that stalls mid-body is cut off, nothing sto
   CHECK(fresh.PostBatch(body, kKey).status == 200);
   CHECK(f.StoredRows() == 50);
 }
+
+TEST_CASE("backend_ingest: Connection: close ends with a TLS close_notify after the reply", "[integration]") {
+  Fixture f;
+  RawTls c(f);
+  std::string body = BatchBody({MakeAlert("close-1")});
+  std::string request = RawTls::Request(body, body.size());
+  request.insert(request.find("\r\n\r\n"), "\r\nConnection: close");
+  c.WriteInPieces(request, 1 << 20);
+  auto res = c.ReadReply();
+  CHECK(res.result_int() == 200);
+  CHECK(!res.keep_alive());
+  // A clean TLS end (eof), not a truncated stream or a reset.
+  char byte;
+  boost::beast::error_code ec;
+  c.stream.read_some(boost::asio::buffer(&byte, 1), ec);
+  CHECK(ec == boost::asio::error::eof);
+  CHECK(f.StoredRows() == 1);
+}
