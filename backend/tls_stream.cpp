@@ -18,7 +18,7 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, asio::ssl::context& ctx) : so
   SSL_set_accept_state(ssl_);
   SSL_set_read_ahead(ssl_, 1);
   SSL_set_default_read_buffer_len(ssl_, kReadAhead);
-  SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 }
 
 TlsStream::~TlsStream() { SSL_free(ssl_); }

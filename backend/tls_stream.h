@@ -9,7 +9,9 @@
 // kReadAhead bytes per recv() (a socket BIO on the non-blocking socket), and
 // ReadSome() decrypts everything already received straight into the
 // caller's buffer without any completion; the stream waits for the socket
-// (one async_wait) only when it is drained.
+// (one async_wait) only when it is drained. OpenSSL's buffers are released
+// while a connection is idle (SSL_MODE_RELEASE_BUFFERS): an idle
+// connection does not hold its read-ahead buffer.
 //
 // Semantics as asio::ssl::stream's: async_handshake (server side),
 // async_read_some (asio::error::eof on the peer's close_notify,
