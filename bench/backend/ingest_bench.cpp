@@ -17,6 +17,10 @@
 //   ninja -C build sidetrace-backend backend_ingest_bench
 //   SIDETRACE_BUILD_DIR=build build/bench/backend/backend_ingest_bench [--batches N] [--batch-size N]
 //       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]
+//       [--containers N]
+// --containers N: alert i comes from container and task i % N (default 1,
+// one container, the best case for the container and task indexes; 1,000
+// is an orchestrator's fleet of tasks).
 //   (DIR=/dev/shm separates CPU cost from disk cost)
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -260,7 +264,7 @@ class PipelinedSender {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int batches = 100, batch_size = 1000, pipeline = 1;
+  int batches = 100, batch_size = 1000, pipeline = 1, containers = 1;
   std::string encoding, db_dir, sync = "full", uuid = "v7";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batches")) batches = std::atoi(argv[i + 1]);
@@ -269,12 +273,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--sync")) sync = argv[i + 1];
     else if (!std::strcmp(argv[i], "--encoding")) encoding = argv[i + 1];
     else if (!std::strcmp(argv[i], "--db-dir")) db_dir = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--containers")) containers = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--uuid") && (!std::strcmp(argv[i + 1], "v7") || !std::strcmp(argv[i + 1], "v4")))
       uuid = argv[i + 1];
     else {
       std::fprintf(stderr,
                    "usage: %s [--batches N] [--batch-size N] [--pipeline W] [--sync full|normal] "
-                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]\n",
+                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4] [--containers N]\n",
                    argv[0]);
       return 2;
     }
@@ -310,6 +315,12 @@ int main(int argc, char** argv) {
       int64_t t = t0 + (static_cast<int64_t>(b) * batch_size + i) * 1000;
       std::string id = MakeUuid(rng, uuid == "v7", t);
       alerts.push_back(i % 5 == 0 ? MakeMinerAlert(id, t) : MakeAlert(id, "Read sensitive file untrusted", "Warning", t));
+      if (containers > 1) {
+        int c = i % containers;
+        auto& fields = alerts.back()["output_fields"];
+        fields["container.id"] = fmt::format("{:012x}", 0x3f1c00000000ULL + static_cast<uint64_t>(c));
+        fields["aws.ecs.task.arn"] = fmt::format("arn:aws:ecs:us-east-1:123456789012:task/bench/{:032x}", c);
+      }
     }
     std::string body = BatchBody(alerts);
     bytes += body.size();
@@ -379,7 +390,8 @@ int main(int argc, char** argv) {
               cpu / batches * 1e3, events / cpu, commit_cpu / batches * 1e3, (cpu - commit_cpu) / batches * 1e3);
   std::printf("client CPU (this process: TLS encryption, sends): %.1f ms per batch\n", client_cpu / batches * 1e3);
   std::printf("load average before: %s, after: %s\n", load_before.c_str(), LoadAverage().c_str());
-  std::printf("| %s | %s | W=%d | %.0f | %.1f ms | %.1f ms | %.1f ms (%.1f commit) | %s |\n", uuid.c_str(), sync.c_str(), pipeline,
+  std::string ids = containers > 1 ? fmt::format("{}, {} containers", uuid, containers) : uuid;
+  std::printf("| %s | %s | W=%d | %.0f | %.1f ms | %.1f ms | %.1f ms (%.1f commit) | %s |\n", ids.c_str(), sync.c_str(), pipeline,
               events / wall, pct(0.50) * 1e3, pct(0.99) * 1e3, cpu / batches * 1e3, commit_cpu / batches * 1e3,
               load_before.c_str());
   int rc = stored == events ? 0 : 1;

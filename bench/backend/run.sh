@@ -4,8 +4,10 @@
 # alert ids v7 (time-ordered, as sidetrace-agent makes them) / v4 (random, as
 # Falco makes them) x sync full/normal x serial (W=1) / pipelined (W=4).
 #   BUILD=build bench/backend/run.sh [BATCHES]
+# A last row sends the same alerts from 1,000 containers (and tasks), as an
+# orchestrator's fleet does: the container and task indexes' worst case.
 # Configures BUILD if needed and builds what it needs; then unattended,
-# ~2-3 minutes on an idle machine.
+# ~3-4 minutes on an idle machine.
 set -euo pipefail
 BUILD=${BUILD:-build}
 BATCHES=${1:-200}
@@ -22,3 +24,5 @@ for uuid in v7 v4; do
     done
   done
 done
+SIDETRACE_BUILD_DIR="$BUILD" "$BUILD"/bench/backend/backend_ingest_bench \
+  --batches "$BATCHES" --pipeline 4 --sync full --uuid v7 --containers 1000 2>/dev/null | grep '^| ' 
