@@ -36,6 +36,8 @@ bool KeyMatches(const std::string& got, const std::string& want) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  friend class AgentServer;  // RunCompletions: OnSpooled on the strand
+
   Session(tcp::socket socket, AgentServer* server, ssl::context* tls)
       : server_(server),
         tls_(tls != nullptr),
@@ -110,8 +112,10 @@ class Session : public std::enable_shared_from_this<Session> {
                    false);
     }
     decoder_.Append(buf_.data(), n);
-    // This read's alerts, one JSON text per line, for one spool append.
+    // This read's alerts, one JSON text per line, for one spool append. An
+    // alert's JSON is rarely more than twice its CBOR: one allocation.
     std::string lines;
+    lines.reserve(2 * decoder_.buffered() + 256);
     uint64_t count = 0, max_seq = 0;
     for (;;) {
       auto body = decoder_.NextBody();
@@ -122,13 +126,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!body->has_value()) break;
       // Alerts, nearly every frame, go straight from CBOR to JSON text.
       uint64_t seq = 0;
-      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &line_)) {
+      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &lines)) {
         if (seq <= last_seq_) {
           server_->metrics_->bad_frames++;
           return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
         }
         last_seq_ = max_seq = seq;
-        lines += line_;
         lines += '\n';
         ++count;
         continue;
@@ -180,13 +183,17 @@ class Session : public std::enable_shared_from_this<Session> {
     if (count == 0) return DoRead();
     waiting_spool_ = true;
     server_->spool_->Append(std::move(lines), count, [self = shared_from_this(), max_seq, count](bool durable) {
-      asio::post(self->socket_.get_executor(), [self, max_seq, count, durable] {
-        if (!durable) return self->Close("spool write failed; the agent will resend", false);
-        self->server_->metrics_->alerts_in += count;
-        self->Send(link::EncodeFrame(link::MakeAck(max_seq)));
-        self->DoRead();
-      });
+      self->server_->Completed(AgentServer::Completion{self, max_seq, count, durable});
     });
+  }
+
+  // The spool made this read's alerts durable (or failed to): ack them and
+  // read on. Posted to the strand by AgentServer::RunCompletions.
+  void OnSpooled(uint64_t max_seq, uint64_t count, bool durable) {
+    if (!durable) return Close("spool write failed; the agent will resend", false);
+    server_->metrics_->alerts_in += count;
+    Send(link::EncodeAckFrame(max_seq));
+    DoRead();
   }
 
   bool OnHello(const link::Message& m) {
@@ -322,7 +329,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string agent_id_;
   std::array<char, kReadBuffer> buf_;
   link::FrameDecoder decoder_;
-  std::string line_;  // an alert's JSON text, reused
   std::deque<std::string> outbox_;
   bool writing_ = false;
   bool welcomed_ = false;
@@ -393,6 +399,31 @@ void AgentServer::DoAccept() {
     }
     DoAccept();
   });
+}
+
+void AgentServer::Completed(Completion completion) {
+  bool first;
+  {
+    std::lock_guard lock(completions_mu_);
+    first = completions_.empty();
+    completions_.push_back(std::move(completion));
+  }
+  if (first) asio::post(ioc_, [this] { RunCompletions(); });
+}
+
+void AgentServer::RunCompletions() {
+  std::vector<Completion> work;
+  {
+    std::lock_guard lock(completions_mu_);
+    work.swap(completions_);
+  }
+  // Posted from an I/O thread, these go to its own queue without waking
+  // anyone; the scheduler hands them to the other thread as it drains them.
+  for (Completion& c : work) {
+    Session* s = c.session.get();
+    asio::post(s->socket_.get_executor(),
+               [c = std::move(c)] { c.session->OnSpooled(c.max_seq, c.count, c.durable); });
+  }
 }
 
 void AgentServer::Register(const std::shared_ptr<Session>& session) {

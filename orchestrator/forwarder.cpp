@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -363,7 +364,10 @@ void Forwarder::Run(BackendClient* client) {
         registry_->Restore(ids);
         continue;
       }
-      std::replace(body.begin() + static_cast<long>(events_at), body.end(), '\n', ',');
+      for (char* nl = body.data() + events_at; (nl = static_cast<char*>(std::memchr(
+                                                    nl, '\n', static_cast<size_t>(body.data() + body.size() - nl))));) {
+        *nl++ = ',';
+      }
       if (body.size() > events_at) body.pop_back();
       body += "],\"agents\":";
       body += agents;

@@ -218,29 +218,41 @@ class Conn : public std::enable_shared_from_this<Conn> {
       if (ec) return self->Fail("read: " + ec.message());
       self->decoder_.Append(self->buf_.data(), n);
       for (;;) {
-        auto m = self->decoder_.Next();
+        auto body = self->decoder_.NextBody();
+        if (!body.ok()) return self->Fail(body.status().message());
+        if (!body->has_value()) break;
+        // Acks, nearly every frame, in the orchestrator's layout are read in
+        // place; anything else gets the full decoder.
+        uint64_t seq = 0;
+        if (link::ParseAckBody(**body, &seq)) {
+          self->OnAck(seq);
+          continue;
+        }
+        auto m = link::DecodeBody(**body);
         if (!m.ok()) return self->Fail(m.status().message());
-        if (!m->has_value()) break;
-        switch ((*m)->type) {
+        switch (m->type) {
           case link::MessageType::kWelcome:
             self->welcomed_ = true;
             g_welcomed++;
             break;
           case link::MessageType::kReject:
             g_rejected++;
-            return self->Fail("rejected: " + (*m)->body["reason"].get<std::string>());
-          case link::MessageType::kAck: {
-            uint64_t seq = (*m)->body["seq"].get<uint64_t>();
-            g_acked += seq - self->acked_;
-            self->acked_ = seq;
+            return self->Fail("rejected: " + m->body["reason"].get<std::string>());
+          case link::MessageType::kAck:
+            self->OnAck(m->body["seq"].get<uint64_t>());
             break;
-          }
           default:
             break;
         }
       }
       self->DoRead();
     });
+  }
+
+  void OnAck(uint64_t seq) {
+    if (seq <= acked_ || seq >= next_seq_) return Fail(fmt::format("ack {} outside ({}, {})", seq, acked_, next_seq_));
+    g_acked += seq - acked_;
+    acked_ = seq;
   }
 
   void Fail(const std::string& why) {

@@ -86,6 +86,14 @@ Message MakePolicyUpdate(const std::vector<Policy>& policies);
 // Header + version + CBOR, ready to write.
 std::string EncodeFrame(const Message& message);
 
+// The ack, sent once per agent read, written by hand: the same bytes as
+// EncodeFrame(MakeAck(seq)) without building a document.
+std::string EncodeAckFrame(uint64_t seq);
+// True with *seq set when `body` (version byte + CBOR) is an ack laid out as
+// EncodeAckFrame writes it (any width of the integer); false for anything
+// else, which DecodeBody then judges (other valid encodings of an ack too).
+bool ParseAckBody(std::string_view body, uint64_t* seq);
+
 // Parses the 4-byte length prefix. Error when 0 or above max_frame_bytes.
 Result<uint32_t> ParseHeader(const uint8_t* header, size_t max_frame_bytes);
 
@@ -106,9 +114,10 @@ std::string DumpJson(const nlohmann::json& value);
 // The fast path for the orchestrator's hottest frame: an alert frame body
 // (version byte + CBOR) turned straight into the alert's JSON text, without
 // building a document. When the alert has no "agent_id", `agent_id` is added.
-// Returns true with *seq and *json set for a valid alert frame. Returns false
-// for anything else (another type, an invalid or unusual alert: duplicate
-// keys, byte strings, non-finite floats, invalid UTF-8): DecodeBody then
+// Returns true with *seq set and the JSON appended to *json for a valid alert
+// frame. Returns false, *json untouched, for anything else (another type, an
+// invalid or unusual alert: duplicate keys, byte strings, non-finite floats,
+// invalid UTF-8): DecodeBody then
 // gives the exact answer, so this never accepts what DecodeBody rejects.
 bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json);
 
