@@ -96,10 +96,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closing_) return;
     waiting_spool_ = false;
     auto handler = [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnRead(ec, n); };
+    // Straight into the decoder's buffer, after the partial frame left over.
+    auto room = asio::buffer(decoder_.Prepare(kReadBuffer), decoder_.room());
     if (tls_) {
-      stream_->async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(room, handler);
     } else {
-      Socket().async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(room, handler);
     }
   }
 
@@ -111,7 +113,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                                                                  : ec.message(),
                    false);
     }
-    decoder_.Append(buf_.data(), n);
+    decoder_.Commit(n);
     // This read's alerts, one JSON text per line, for one spool append. An
     // alert's JSON is rarely more than twice its CBOR: one allocation.
     std::string lines;
@@ -182,17 +184,20 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (count == 0) return DoRead();
     waiting_spool_ = true;
-    server_->spool_->Append(std::move(lines), count, [self = shared_from_this(), max_seq, count](bool durable) {
-      self->server_->Completed(AgentServer::Completion{self, max_seq, count, durable});
+    spooled_seq_ = max_seq;
+    spooled_count_ = count;
+    // Only `self` captured: small enough for std::function to keep inline.
+    server_->spool_->Append(std::move(lines), count, [self = shared_from_this()](bool durable) {
+      self->server_->Completed(AgentServer::Completion{self, durable});
     });
   }
 
   // The spool made this read's alerts durable (or failed to): ack them and
   // read on. Posted to the strand by AgentServer::RunCompletions.
-  void OnSpooled(uint64_t max_seq, uint64_t count, bool durable) {
+  void OnSpooled(bool durable) {
     if (!durable) return Close("spool write failed; the agent will resend", false);
-    server_->metrics_->alerts_in += count;
-    Send(link::EncodeAckFrame(max_seq));
+    server_->metrics_->alerts_in += spooled_count_;
+    Send(link::EncodeAckFrame(spooled_seq_));
     DoRead();
   }
 
@@ -249,10 +254,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (e) return self->CloseSocket();
       self->Linger();
     };
+    // Read into the decoder's room: nothing is decoded any more.
+    auto discard = asio::buffer(decoder_.Prepare(kReadBuffer), kReadBuffer);
     if (tls_) {
-      stream_->async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(discard, handler);
     } else {
-      Socket().async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(discard, handler);
     }
   }
 
@@ -325,9 +332,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer watchdog_;
   Clock::time_point started_, last_read_, write_started_, closing_since_;
   bool waiting_spool_ = false;  // a read group is in the spool; no read pending
+  uint64_t spooled_seq_ = 0;    // while waiting_spool_: that group's last seq
+  uint64_t spooled_count_ = 0;  // and its alerts
   std::string peer_;
   std::string agent_id_;
-  std::array<char, kReadBuffer> buf_;
   link::FrameDecoder decoder_;
   std::deque<std::string> outbox_;
   bool writing_ = false;
@@ -422,7 +430,7 @@ void AgentServer::RunCompletions() {
   for (Completion& c : work) {
     Session* s = c.session.get();
     asio::post(s->socket_.get_executor(),
-               [c = std::move(c)] { c.session->OnSpooled(c.max_seq, c.count, c.durable); });
+               [c = std::move(c)] { c.session->OnSpooled(c.durable); });
   }
 }
 

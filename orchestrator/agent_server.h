@@ -60,8 +60,6 @@ class AgentServer {
   // with one post (one wake-up) instead of one each.
   struct Completion {
     std::shared_ptr<Session> session;
-    uint64_t max_seq = 0;
-    uint64_t count = 0;
     bool durable = false;
   };
   void Completed(Completion completion);  // any thread (the spool writer)

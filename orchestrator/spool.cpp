@@ -204,10 +204,12 @@ void Spool::PublishGauges() {
 
 void Spool::WriterLoop() {
   std::unique_lock lock(mu_);
+  // Swapped with pending_ each round and cleared after it, so the two
+  // vectors keep their capacity instead of growing again every round.
+  std::vector<Pending> work;
   for (;;) {
     auto deadline = open_ ? open_since_ + options_.batch_max_delay : Clock::time_point::max();
     writer_cv_.wait_until(lock, deadline, [&] { return stop_ || !pending_.empty(); });
-    std::vector<Pending> work;
     work.swap(pending_);
     bool stopping = stop_;
     lock.unlock();

@@ -137,6 +137,8 @@ class AlertTemplate {
     for (int b = 0; b < 4; ++b) out[b] = static_cast<char>(length >> (8 * (3 - b)));
   }
 
+  size_t size() const { return frame_.size(); }
+
   // Appends alert `seq` created at `ns`; `time` is Rfc3339(ns).
   void Append(uint64_t seq, uint64_t ns, std::string_view time, std::string* out) const {
     size_t start = out->size();
@@ -184,6 +186,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   void SendAlerts(int count) {
     std::string out;
+    out.reserve(static_cast<size_t>(count) * alert_.size());
     uint64_t ns = NowNs();
     std::string time = Rfc3339(ns);
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);

@@ -3,6 +3,7 @@
 #include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -358,6 +359,47 @@ inline uint64_t NeedsCare(uint64_t x) {
          (kOnes * 0x80);
 }
 
+// True when no byte of `s` needs escaping or UTF-8 validation. No branch
+// per byte: whole words, then the tail through the table.
+inline bool AllPlain(std::string_view s) {
+  const char* p = s.data();
+  size_t n = s.size();
+  uint64_t care = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    care |= NeedsCare(word);
+  }
+  unsigned tail = 0;
+  for (; i < n; ++i) tail |= kByteClass[static_cast<unsigned char>(p[i])];
+  return (care | tail) == 0;
+}
+
+// memcpy for the short strings of an alert without a call: word copies,
+// the last one overlapping.
+inline void CopySmall(char* out, const char* p, size_t n) {
+  if (n >= 8) {
+    uint64_t word;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      std::memcpy(&word, p + i, 8);
+      std::memcpy(out + i, &word, 8);
+    }
+    std::memcpy(&word, p + n - 8, 8);
+    std::memcpy(out + n - 8, &word, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    std::memcpy(out, &a, 4);
+    std::memcpy(out + n - 4, &b, 4);
+  } else if (n > 0) {
+    out[0] = p[0];
+    out[n / 2] = p[n / 2];
+    out[n - 1] = p[n - 1];
+  }
+}
+
 // Writes `s` as a JSON string literal at *o (which has room for 6 bytes per
 // byte of s, plus 2) and advances it; the escapes are nlohmann's, so the
 // text is what DumpJson writes. False on invalid UTF-8 (RFC 3629: no
@@ -368,6 +410,15 @@ bool PutJsonString(std::string_view s, char** o) {
   *out++ = '"';
   const char* p = s.data();
   const char* end = p + s.size();
+  // Nearly every string (keys, rule names, paths, output) is plain ASCII:
+  // one pass without branches says so, then it is copied as is.
+  if (AllPlain(s)) {
+    CopySmall(out, p, s.size());
+    out += s.size();
+    *out++ = '"';
+    *o = out;
+    return true;
+  }
   while (p < end) {
     // Eight plain bytes at a time: nearly all of an alert's text.
     if (end - p >= 8) {
@@ -602,7 +653,10 @@ class AlertReader {
       std::string_view key;
       if (!Text(&key)) return false;
       for (std::string_view seen : keys) {
-        if (seen.size() == key.size() && std::memcmp(seen.data(), key.data(), key.size()) == 0) return false;
+        if (seen.size() == key.size() &&
+            (key.empty() || (seen[0] == key[0] && std::memcmp(seen.data(), key.data(), key.size()) == 0))) {
+          return false;
+        }
       }
       keys.push_back(key);
       if (i > 0) Put(',');
@@ -656,29 +710,36 @@ bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq
   return true;
 }
 
-void FrameDecoder::Append(const char* data, size_t size) {
-  if (offset_ > 0 && offset_ == buffer_.size()) {
-    buffer_.clear();
+char* FrameDecoder::Prepare(size_t size) {
+  if (offset_ > 0) {
+    std::memmove(buffer_.get(), buffer_.get() + offset_, end_ - offset_);
+    end_ -= offset_;
     offset_ = 0;
   }
-  buffer_.append(data, size);
+  if (capacity_ - end_ < size) {
+    size_t capacity = std::max(end_ + size, 2 * capacity_);
+    auto grown = std::make_unique_for_overwrite<char[]>(capacity);
+    if (end_ > 0) std::memcpy(grown.get(), buffer_.get(), end_);
+    buffer_ = std::move(grown);
+    capacity_ = capacity;
+  }
+  return buffer_.get() + end_;
+}
+
+void FrameDecoder::Append(const char* data, size_t size) {
+  if (size == 0) return;
+  std::memcpy(Prepare(size), data, size);
+  Commit(size);
 }
 
 Result<std::optional<std::string_view>> FrameDecoder::NextBody() {
   if (!error_.ok()) return error_;
-  // Compact once the consumed prefix dominates, so the buffer stays bounded
-  // by about two frames. Done here, before handing out a view, so that the
-  // previous view stays valid until this call.
-  if (offset_ > 0 && offset_ > buffer_.size() / 2) {
-    buffer_.erase(0, offset_);
-    offset_ = 0;
-  }
-  size_t avail = buffer_.size() - offset_;
+  size_t avail = end_ - offset_;
   if (avail < kHeaderBytes) return std::optional<std::string_view>();
-  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.data() + offset_), max_frame_bytes_);
+  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.get() + offset_), max_frame_bytes_);
   if (!length.ok()) return error_ = length.status();
   if (avail < kHeaderBytes + *length) return std::optional<std::string_view>();
-  std::string_view body = std::string_view(buffer_).substr(offset_ + kHeaderBytes, *length);
+  std::string_view body(buffer_.get() + offset_ + kHeaderBytes, *length);
   offset_ += kHeaderBytes + *length;
   return std::optional<std::string_view>(body);
 }
