@@ -185,33 +185,35 @@ class Conn : public std::enable_shared_from_this<Conn> {
   uint64_t unacked() const { return next_seq_ - 1 - acked_; }
 
   void SendAlerts(int count) {
-    std::string out;
-    out.reserve(static_cast<size_t>(count) * alert_.size());
     uint64_t ns = NowNs();
     std::string time = Rfc3339(ns);
+    std::string& out = Outgoing();
+    out.reserve(out.size() + static_cast<size_t>(count) * alert_.size());
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
     g_sent += static_cast<uint64_t>(count);
-    Write(std::move(out));
+    if (!writing_) StartWrite();
   }
 
  private:
-  void Write(std::string data) {
-    if (writing_) {
-      pending_ += data;
-      return;
-    }
-    current_ = std::move(data);
+  // Frames go into the buffer being written when no write is in flight,
+  // else into the next one; the two buffers keep their capacity, so
+  // sending allocates nothing.
+  std::string& Outgoing() { return writing_ ? pending_ : current_; }
+
+  void Write(std::string_view data) {
+    Outgoing().append(data);
+    if (!writing_) StartWrite();
+  }
+
+  void StartWrite() {
     writing_ = true;
     asio::async_write(socket_, asio::buffer(current_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
       self->writing_ = false;
-      if (ec) {
-        self->Fail("write: " + ec.message());
-        return;
-      }
+      self->current_.clear();
+      if (ec) return self->Fail("write: " + ec.message());
       if (!self->pending_.empty()) {
-        std::string next;
-        next.swap(self->pending_);
-        self->Write(std::move(next));
+        self->current_.swap(self->pending_);
+        self->StartWrite();
       }
     });
   }

@@ -168,6 +168,19 @@ TEST_CASE("the alert fast path gives the alert's JSON or defers to DecodeBody", 
     CHECK(nlohmann::json::parse(json) == a);
     CHECK(json.find(DumpJson(a["output"])) != std::string::npos);
   }
+  // Short strings (the word checks have 8-, 4- and 1-byte paths): one
+  // special byte at each position of each length.
+  for (std::string special : {"\"", "\\", "\n", "\x1f", "\xc3\xa9", "\x7f"}) {
+    for (size_t len = 0; len < 12; ++len) {
+      for (size_t at = 0; at <= len; ++at) {
+        auto a = alert;
+        a["output"] = std::string(at, 'a') + special + std::string(len - at, 'b');
+        json.clear();
+        REQUIRE(AlertToJson(body(MakeAlert(9, a)), "agent-1", &seq, &json));
+        CHECK(json.find("\"output\":" + DumpJson(a["output"])) != std::string::npos);
+      }
+    }
+  }
 
   // Not alerts, or alerts DecodeBody refuses or stores differently: false.
   auto no_uuid = alert;
