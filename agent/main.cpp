@@ -242,7 +242,10 @@ int main(int argc, char** argv) {
     rules = std::move(r).value();
     // Events written out want everything; rules alone need only theirs
     // (pushed policies are checked against that set when they arrive).
-    if (f.events_out.empty()) options.trapped = rules->Trapped();
+    if (f.events_out.empty()) {
+      options.trapped = rules->Trapped();
+      options.unaddressed_sends = false;
+    }
     rules->SetFilter(options.trapped);
     options.may_match = [runner = rules.get()](const event::Event& e) { return runner->MayMatch(e); };
   } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {

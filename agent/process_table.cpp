@@ -72,10 +72,30 @@ void ProcessTable::RefreshImage(pid_t pid, Proc* proc) {
     info.exe_upper_layer = ExeOnUpperLayer(pid, s);
     info.exepath = std::move(s);
   }
+  proc->exe_id = ExeFileId(pid);
   if (ReadSmallFile(ProcPath(pid, "comm"), 64, &s)) {
     while (!s.empty() && s.back() == '\n') s.pop_back();
     info.name = s;
   }
+  proc->expected_image.reset();
+}
+
+bool ProcessTable::AdoptExpectedImage(pid_t pid, Proc* proc) {
+  std::optional<ExecImage> image = std::move(proc->expected_image);
+  proc->expected_image.reset();
+  if (!image || !image->file.known() || !proc->exe_id.known() || image->file == proc->exe_id ||
+      ExeFileId(pid) != image->file) {
+    return false;
+  }
+  auto& info = *proc->info;
+  info.name = std::move(image->name);
+  info.exe = std::move(image->exe);
+  info.args = std::move(image->args);
+  info.exepath = std::move(image->exepath);
+  info.exe_upper_layer = image->exe_upper_layer;
+  info.exe_from_memfd = false;
+  proc->exe_id = image->file;
+  return true;
 }
 
 void ProcessTable::Refresh(pid_t pid, Proc* proc) {
@@ -96,6 +116,7 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
     info.cap_effective = st.cap_eff;
     proc->creds = st;
     proc->creds_valid = true;
+    proc->ids_valid = true;
   }
   ProcStat ps;
   if (ReadProcStat(pid, &ps)) {
@@ -105,6 +126,24 @@ void ProcessTable::Refresh(pid_t pid, Proc* proc) {
   info.vpid = pid;
   info.start_ns = NowNs();
   proc->same_root = SameRootAsAgent(pid);
+}
+
+void DescribeSocket(int s, event::FdInfo* fd) {
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+  len = sizeof type;
+  getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len);
+  fd->typechar = domain == AF_INET ? '4' : domain == AF_INET6 ? '6' : domain == AF_UNIX ? 'u' : 'o';
+  fd->l4proto = type == SOCK_STREAM ? IPPROTO_TCP : type == SOCK_DGRAM ? IPPROTO_UDP : 0;
+  sockaddr_storage ss{};
+  len = sizeof ss;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) FillSockAddr(ss, &fd->local);
+  len = sizeof ss;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    FillSockAddr(ss, &fd->remote);
+    fd->connected = true;
+  }
 }
 
 bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd) {
@@ -130,21 +169,7 @@ bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd) {
   else if (target.rfind("socket:", 0) == 0 && pidfd >= 0) {
     int dup = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, num, 0));
     if (dup >= 0) {
-      int domain = 0, type = 0;
-      socklen_t len = sizeof domain;
-      getsockopt(dup, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-      len = sizeof type;
-      getsockopt(dup, SOL_SOCKET, SO_TYPE, &type, &len);
-      fd->typechar = domain == AF_INET ? '4' : domain == AF_INET6 ? '6' : domain == AF_UNIX ? 'u' : 'o';
-      fd->l4proto = type == SOCK_STREAM ? IPPROTO_TCP : type == SOCK_DGRAM ? IPPROTO_UDP : 0;
-      sockaddr_storage ss{};
-      len = sizeof ss;
-      if (getsockname(dup, reinterpret_cast<sockaddr*>(&ss), &len) == 0) FillSockAddr(ss, &fd->local);
-      len = sizeof ss;
-      if (getpeername(dup, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-        FillSockAddr(ss, &fd->remote);
-        fd->connected = true;
-      }
+      DescribeSocket(dup, fd);
       close(dup);
     }
   }
@@ -180,20 +205,10 @@ Proc* ProcessTable::ByTid(pid_t tid) {
     return known->second.get();
   }
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, 0));
-  ProcStat ps;
-  if (pidfd >= 0 && ReadProcStat(tid, &ps)) {
-    if (auto parent = procs_.find(ps.ppid); parent != procs_.end()) {
-      Proc* proc = AddProcess(tid, parent->second.get());
-      proc->pidfd = pidfd;
-      proc->image_stale = true;
-      proc->cwd_valid = false;
-      proc->creds_valid = false;
-      proc->info->tty = ps.tty;
-      proc->info->sid = ps.sid;
-      return proc;
-    }
+  if (pidfd >= 0) {
+    if (Proc* proc = AddForkChild(tid, pidfd)) return proc;
+    close(pidfd);
   }
-  if (pidfd >= 0) close(pidfd);
   ProcStatus st;
   if (!ReadProcStatus(tid, &st)) return nullptr;
   Proc* proc = nullptr;
@@ -208,6 +223,44 @@ Proc* ProcessTable::ByTid(pid_t tid) {
   return proc;
 }
 
+Proc* ProcessTable::AddForkChild(pid_t pid, int pidfd) {
+  // The kernel's record (PIDFD_GET_INFO) gives the parent and the ids
+  // without /proc; older kernels: /proc/PID/stat, and ids when needed.
+  PidfdInfo kinfo;
+  ProcStat ps;
+  const bool have_kinfo = ReadPidfdInfo(pidfd, &kinfo);
+  if (!have_kinfo && !ReadProcStat(pid, &ps)) return nullptr;
+  auto parent = procs_.find(have_kinfo ? kinfo.ppid : ps.ppid);
+  if (parent == procs_.end()) return nullptr;
+  Proc* proc = AddProcess(pid, parent->second.get());
+  proc->pidfd = pidfd;
+  proc->image_stale = true;
+  proc->cwd_valid = false;
+  proc->creds_valid = false;
+  proc->ids_valid = false;
+  if (!have_kinfo) {
+    proc->info->tty = ps.tty;
+    proc->info->sid = ps.sid;
+    return proc;
+  }
+  uint64_t cap_eff = 0;
+  if (ReadCapEffective(pid, &cap_eff)) {
+    proc->info->uid = kinfo.euid;
+    proc->info->gid = kinfo.egid;
+    proc->info->cap_effective = cap_eff;
+    proc->ids_valid = true;
+  }
+  // A controlling terminal belongs to a session: a child still in its
+  // parent's session has the parent's; one that called setsid() since is
+  // read from /proc.
+  const pid_t sid = getsid(pid);
+  if (sid != proc->info->sid) {
+    proc->info->sid = sid;
+    proc->info->tty = ReadProcStat(pid, &ps) ? ps.tty : 0;
+  }
+  return proc;
+}
+
 Proc* ProcessTable::AddProcess(pid_t pid, Proc* parent) {
   auto proc = std::make_shared<Proc>();
   proc->info = std::make_shared<event::ProcessInfo>();
@@ -217,6 +270,8 @@ Proc* ProcessTable::AddProcess(pid_t pid, Proc* parent) {
     proc->info->ppid = parent->info->pid;
     proc->creds = parent->creds;
     proc->creds_valid = parent->creds_valid;
+    proc->ids_valid = parent->ids_valid;
+    proc->exe_id = parent->exe_id;
     proc->same_root = parent->same_root;
     proc->cwd_valid = parent->cwd_valid;
     proc->fds = parent->fds;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -25,6 +26,15 @@
 
 namespace sidetrace::agent {
 
+// The image an exec let through at its entry will install, as the agent
+// predicted it from the call's arguments and file (Lifecycle::kSeccomp).
+struct ExecImage {
+  std::string name, exe, exepath;
+  std::vector<std::string> args;
+  bool exe_upper_layer = false;
+  FileId file;  // the executable the kernel maps: what /proc/PID/exe will be
+};
+
 struct Proc {
   std::shared_ptr<event::ProcessInfo> info;
   int pidfd = -1;  // owned; -1 until first needed
@@ -32,6 +42,11 @@ struct Proc {
   // set*id/capset/umask/chroot/exec, which clear creds_valid.
   bool creds_valid = false;
   ProcStatus creds;
+  // info's uid, gid and cap_effective are current (from creds, or from the
+  // pidfd and capget); cleared with creds_valid, except by umask.
+  bool ids_valid = false;
+  // The file /proc/PID/exe names for info's image, when known.
+  FileId exe_id;
   bool same_root = true;   // the process's root is the agent's root
   bool cwd_valid = false;  // info->cwd is current
   // Open fds the agent learnt of (inherited at start, opened, connected).
@@ -43,6 +58,8 @@ struct Proc {
   // Lifecycle::kSeccomp: an execve was let through; exe, comm and argv are
   // re-read before the process is next judged (the call may have failed).
   bool image_stale = false;
+  // ...as predicted at the exec's entry: adopted if the exec succeeded.
+  std::optional<ExecImage> expected_image;
   // ...and its exec event is due then, if the image changed (no ptrace).
   bool exec_deferred = false;
   bool exit_watched = false;  // pidfd in the tracer's exit set
@@ -81,6 +98,11 @@ class ProcessTable {
   static void Refresh(pid_t pid, Proc* proc);
   // Re-reads what an exec replaces: exe, comm and argv.
   static void RefreshImage(pid_t pid, Proc* proc);
+  // After an exec let through at entry: the predicted image, if
+  // /proc/PID/exe now names the predicted file and named another before
+  // (one stat instead of reading cmdline, exe and comm). False when that
+  // cannot tell a successful exec from a failed one: then RefreshImage.
+  static bool AdoptExpectedImage(pid_t pid, Proc* proc);
   // Re-reads the fd table from /proc/PID/fd (inherited fds at start).
   static void LoadFds(pid_t pid, Proc* proc);
 
@@ -88,6 +110,10 @@ class ProcessTable {
   size_t thread_count() const { return threads_.size(); }
 
  private:
+  // A fork child at its first trapped call (`pidfd` refers to it), when
+  // its parent is known; nullptr otherwise.
+  Proc* AddForkChild(pid_t pid, int pidfd);
+
   std::unordered_map<pid_t, std::shared_ptr<Proc>> procs_;    // by tgid
   std::unordered_map<pid_t, std::shared_ptr<Proc>> threads_;  // by tid
 };
@@ -95,6 +121,10 @@ class ProcessTable {
 // Fills `fd` from what /proc says about `pid`'s descriptor `num`: name and
 // typechar (sockets get their addresses from pidfd_getfd when `pidfd` >= 0).
 bool DescribeFd(pid_t pid, int pidfd, int num, event::FdInfo* fd);
+
+// Fills `fd`'s typechar, l4proto, local and remote ends from the socket `s`
+// (the agent's duplicate of a tracee's descriptor).
+void DescribeSocket(int s, event::FdInfo* fd);
 
 // Fills `a` from a socket address (inet, inet6, unix; empty otherwise).
 // REQUIRES: `ss` holds a whole address of its family (kernel-written).

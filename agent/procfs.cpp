@@ -2,6 +2,10 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -144,6 +148,49 @@ bool ReadProcStat(pid_t pid, ProcStat* out) {
     rest.remove_prefix(end);
   }
   return false;
+}
+
+namespace {
+
+// include/uapi/linux/pidfd.h (Linux 6.13); Debian 12's headers predate it.
+struct KernelPidfdInfo {
+  uint64_t mask;
+  uint64_t cgroupid;
+  uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  uint32_t spare0[1];
+};
+static_assert(sizeof(KernelPidfdInfo) == 64, "PIDFD_INFO_SIZE_VER0");
+constexpr uint64_t kPidfdInfoPid = 1u << 0, kPidfdInfoCreds = 1u << 1;
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, KernelPidfdInfo);
+
+}  // namespace
+
+bool ReadPidfdInfo(int pidfd, PidfdInfo* out) {
+  KernelPidfdInfo k{};
+  k.mask = kPidfdInfoPid | kPidfdInfoCreds;
+  if (ioctl(pidfd, kPidfdGetInfo, &k) != 0 || (k.mask & (kPidfdInfoPid | kPidfdInfoCreds)) !=
+                                                   (kPidfdInfoPid | kPidfdInfoCreds)) {
+    return false;
+  }
+  out->tgid = static_cast<pid_t>(k.tgid);
+  out->ppid = static_cast<pid_t>(k.ppid);
+  out->uid = k.ruid, out->euid = k.euid, out->fsuid = k.fsuid;
+  out->gid = k.rgid, out->egid = k.egid, out->fsgid = k.fsgid;
+  return true;
+}
+
+bool ReadCapEffective(pid_t tid, uint64_t* out) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, tid};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  *out = uint64_t{data[1].effective} << 32 | data[0].effective;
+  return true;
+}
+
+FileId ExeFileId(pid_t pid) {
+  struct stat st{};
+  if (stat(("/proc/" + std::to_string(pid) + "/exe").c_str(), &st) != 0) return {};
+  return {st.st_dev, st.st_ino};
 }
 
 bool ReadProcStatus(pid_t tid, ProcStatus* st) {

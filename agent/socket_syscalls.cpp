@@ -30,21 +30,7 @@ std::string Endpoint(const event::SocketAddress& a) {
 void Describe(int s, int num, bool accepted, event::FdInfo* fd) {
   fd->Clear();
   fd->num = num;
-  int domain = 0, type = 0;
-  socklen_t olen = sizeof domain;
-  getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &olen);
-  olen = sizeof type;
-  getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &olen);
-  fd->typechar = domain == AF_INET ? '4' : domain == AF_INET6 ? '6' : domain == AF_UNIX ? 'u' : 'o';
-  fd->l4proto = type == SOCK_STREAM ? IPPROTO_TCP : type == SOCK_DGRAM ? IPPROTO_UDP : 0;
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) FillSockAddr(ss, &fd->local);
-  len = sizeof ss;
-  if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    FillSockAddr(ss, &fd->remote);
-    fd->connected = true;
-  }
+  DescribeSocket(s, fd);
   fd->local_is_server = accepted || !fd->connected;
   if (fd->typechar == 'u') {
     fd->name = fd->local.unix_path;

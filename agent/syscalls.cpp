@@ -138,7 +138,7 @@ std::optional<Sys> SysTable::Lookup(uint32_t arch, int nr) const {
   return static_cast<Sys>(v - 1);
 }
 
-Result<FilterProgram> BuildFilter(const SysSet& set) {
+Result<FilterProgram> BuildFilter(const SysSet& set, bool unaddressed_sends) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) return Status::Internal("seccomp_init failed");
   struct Guard {
@@ -164,6 +164,8 @@ Result<FilterProgram> BuildFilter(const SysSet& set) {
         rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, cmd));
         if (rc != 0) break;
       }
+    } else if (d.sys == Sys::kSendto && !unaddressed_sends) {
+      rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A4(SCMP_CMP_NE, 0));
     } else {
       rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 0);
     }

@@ -96,6 +96,9 @@ struct FilterProgram {
 // SECCOMP_RET_USER_NOTIF, on all three x86 ABIs. Uses libseccomp, exported to
 // raw BPF so that the child can load it with flags libseccomp 2.5.4 does not
 // know (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV).
-Result<FilterProgram> BuildFilter(const SysSet& set);
+// `unaddressed_sends` false: sendto is trapped only when it names a
+// destination (a send on a connected socket goes to the peer its connect
+// was judged with).
+Result<FilterProgram> BuildFilter(const SysSet& set, bool unaddressed_sends = true);
 
 }  // namespace sidetrace::agent

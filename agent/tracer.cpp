@@ -216,9 +216,9 @@
 
 #include <fmt/format.h>
 
+#include "agent/exe_cache.h"
 #include "agent/fd_syscalls.h"
 #include "agent/open_emulator.h"
-#include "agent/overlay.h"
 #include "agent/process_table.h"
 #include "agent/procfs.h"
 #include "agent/socket_syscalls.h"
@@ -355,6 +355,7 @@ struct Tracer::Impl {
     uint64_t execs_fast = 0;      // no rule could match: CONTINUE
     uint64_t execs_exact = 0;     // a rule may match: the result from a ptrace exec stop
     uint64_t execs_deferred = 0;  // ...but ptrace was refused: judged at the process's next call
+    uint64_t sends_unaddressed = 0;  // sendmsg to a connected socket's peer: CONTINUE
   } stats_;
 
   // Lifecycle::kSeccomp: pidfds of the processes in the table, readable when
@@ -362,9 +363,10 @@ struct Tracer::Impl {
   int exits_fd = -1;
   std::unordered_set<pid_t> seized_;
   std::unordered_set<pid_t> detaching_;  // seized for an exec that failed: PTRACE_INTERRUPT sent
-  bool nnp = false;                 // the workload runs with no_new_privs: exec keeps credentials
+  bool nnp = false;                 // the workload runs with no_new_privs (set-user-ID images gain nothing)
   bool warned_no_pidfd_ = false;
   event::ProcessInfo exec_image_;   // the image an exec will install, judged at its entry
+  ExeCache exe_cache_;              // the files execs named, while unchanged
   std::vector<std::string> exec_argv_;
 
   sigset_t old_mask{};
@@ -458,7 +460,7 @@ struct Tracer::Impl {
       else opt.trapped.Remove(s);
     }
     if (want_filter) {
-      prog = BuildFilter(opt.trapped);
+      prog = BuildFilter(opt.trapped, opt.unaddressed_sends);
       if (!prog.ok()) {
         log::Error("cannot build the seccomp filter", "error={}", log::Quote(prog.status().message()));
         want_filter = false;
@@ -623,18 +625,35 @@ struct Tracer::Impl {
           p->cwd_valid = true;
         }
       }
-      if (creds && !p->creds_valid && ReadProcStatus(tid, &p->creds)) {
-        p->creds_valid = true;
-        p->info->uid = p->creds.euid;
-        p->info->gid = p->creds.egid;
-        p->info->cap_effective = p->creds.cap_eff;
-      }
+      if (creds && !p->ids_valid) LoadIds(tid, p);
       ev.proc = p->info.get();
     }
     return ev;
   }
 
   void Emit() { sink->Emit(ev); }
+
+  // user.uid, user.gid and thread.cap_effective of `tid`'s process: for a
+  // leader, from its pidfd (PIDFD_GET_INFO) and capget, a hundred times
+  // cheaper than /proc/PID/status, which is the fallback (and also fills
+  // the credentials the open emulator needs).
+  static void LoadIds(pid_t tid, Proc* p) {
+    PidfdInfo kinfo;
+    uint64_t cap_eff = 0;
+    if (tid == p->info->pid && p->pidfd >= 0 && ReadPidfdInfo(p->pidfd, &kinfo) && ReadCapEffective(tid, &cap_eff)) {
+      p->info->uid = kinfo.euid;
+      p->info->gid = kinfo.egid;
+      p->info->cap_effective = cap_eff;
+      p->ids_valid = true;
+      return;
+    }
+    if (!p->creds_valid && ReadProcStatus(tid, &p->creds)) p->creds_valid = true;
+    if (!p->creds_valid) return;
+    p->info->uid = p->creds.euid;
+    p->info->gid = p->creds.egid;
+    p->info->cap_effective = p->creds.cap_eff;
+    p->ids_valid = true;
+  }
 
   // --- ptrace ---------------------------------------------------------------
 
@@ -755,6 +774,7 @@ struct Tracer::Impl {
     if (!p) return;
     p->image_stale = false;
     p->exec_deferred = false;
+    p->expected_image.reset();
     if (p->pidfd < 0) p->pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     if (!sink->wanted()) return;
     EventType type = EventType::kExecve;
@@ -932,8 +952,10 @@ struct Tracer::Impl {
     const pid_t pid = p->info->pid;
     // An exec leaves one thread, which then has the leader's id.
     if (tid == pid) procs.KeepOnlyThread(p, tid);
-    ProcessTable::RefreshImage(pid, p);
-    if (!nnp) p->creds_valid = false;  // a set-user-ID image may have changed them
+    if (!ProcessTable::AdoptExpectedImage(pid, p)) ProcessTable::RefreshImage(pid, p);
+    // A set-user-ID image (without no_new_privs) changes the ids, and an
+    // exec recomputes the capabilities of any image.
+    p->creds_valid = p->ids_valid = false;
     p->info->start_ns = NowNs();
     if (deferred && sink->wanted() &&
         (p->info->exepath != old_exepath || p->info->name != old_name || p->info->args != old_args)) {
@@ -965,6 +987,7 @@ struct Tracer::Impl {
     const pid_t tid = static_cast<pid_t>(req.pid);
     ++stats_.execs;
     p->image_stale = true;
+    p->expected_image.reset();
     bool may_match = sink->wanted();
     // Only the native execve's arguments are read here; execveat (names by
     // descriptor, AT_EMPTY_PATH) and the 32-bit ABIs go the exact way.
@@ -977,8 +1000,11 @@ struct Tracer::Impl {
       exec_image_.name.assign(base.substr(0, 15));  // TASK_COMM_LEN - 1, as the kernel names it
       exec_image_.exe = exec_argv_.empty() ? path_ : exec_argv_[0];
       exec_image_.args.assign(exec_argv_.begin() + (exec_argv_.empty() ? 0 : 1), exec_argv_.end());
-      switch (PredictExe(p, &exec_image_)) {
+      FileId file;
+      switch (PredictExe(p, &exec_image_, &file)) {
         case Prediction::kImage:
+          p->expected_image = ExecImage{exec_image_.name, exec_image_.exe,    exec_image_.exepath,
+                                        exec_image_.args, exec_image_.exe_upper_layer, file};
           ev.proc = &exec_image_;
           ev.SetArg("filename", exec_image_.exepath);
           sink->StampContainer(ev);
@@ -1010,27 +1036,24 @@ struct Tracer::Impl {
   // kImage: the file an exec of path_ will run, named as /proc/PID/exe will
   // name it (the canonical path of the file, or of its "#!" interpreter),
   // filled into image's exepath, is_exe_from_memfd and is_exe_upper_layer
-  // (and, for a script, exe and args as the kernel rewrites them). kFails:
+  // (and, for a script, exe and args as the kernel rewrites them), and its
+  // identity into `file`. kFails:
   // the path names nothing (a shell trying each PATH entry). kUnknown: the
   // agent cannot tell cheaply and exactly (another root, a relative path
   // with an unknown cwd, a path through /proc's magic links, a file that is
   // neither ELF nor a script on an ELF interpreter: binfmt_misc).
   enum class Prediction { kImage, kFails, kUnknown };
-  Prediction PredictExe(Proc* p, event::ProcessInfo* image) {
+  Prediction PredictExe(Proc* p, event::ProcessInfo* image, FileId* file) {
     if (!p->same_root || (path_.empty() || (path_[0] != '/' && !p->cwd_valid))) return Prediction::kUnknown;
     ResolveName(path_[0] == '/' ? std::string_view() : std::string_view(p->info->cwd), path_, &scratch_);
-    char head[256];
-    int fd = OpenRegularFile(scratch_, head, sizeof head);
-    if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? Prediction::kFails : Prediction::kUnknown;
-    if (memcmp(head, "#!", 2) == 0) {
+    const ExeCache::Entry* e = exe_cache_.Inspect(scratch_, p->info->pid);
+    if (!e) return errno == ENOENT || errno == ENOTDIR ? Prediction::kFails : Prediction::kUnknown;
+    if (memcmp(e->head, "#!", 2) == 0) {
       // The kernel's rule: the interpreter is the first word after "#!".
-      std::string_view line(head + 2, strnlen(head + 2, sizeof head - 2));
+      std::string_view line(e->head + 2, strnlen(e->head + 2, sizeof e->head - 2));
       line = line.substr(0, line.find('\n'));
       size_t start = line.find_first_not_of(" \t");
-      if (start == std::string_view::npos || line[start] != '/') {
-        close(fd);
-        return Prediction::kUnknown;
-      }
+      if (start == std::string_view::npos || line[start] != '/') return Prediction::kUnknown;
       line.remove_prefix(start);
       size_t end = line.find_first_of(" \t");
       std::string interp(line.substr(0, end));
@@ -1045,47 +1068,15 @@ struct Tracer::Impl {
       args.insert(args.end(), image->args.begin(), image->args.end());
       image->args = std::move(args);
       image->exe = interp;
-      close(fd);
-      fd = OpenRegularFile(interp, head, sizeof head);
-      if (fd < 0) return Prediction::kUnknown;
+      e = exe_cache_.Inspect(interp, p->info->pid);  // (e's line is no longer used)
+      if (!e) return Prediction::kUnknown;
     }
-    bool ok = memcmp(head, "\x7f" "ELF", 4) == 0 && Readlink(fmt::format("/proc/self/fd/{}", fd), &image->exepath) &&
-              !image->exepath.empty() && image->exepath[0] == '/';
-    if (ok) {
-      image->exe_from_memfd = false;
-      image->exe_upper_layer = FileOnUpperLayer(p->info->pid, fd, image->exepath);
-    }
-    close(fd);
-    return ok ? Prediction::kImage : Prediction::kUnknown;
-  }
-
-  // Opens `path` for reading if it is a regular file, reached without
-  // /proc's magic links (which would name the agent's files, not the
-  // tracee's), and reads its first bytes into head (zero-filled). -1 if not,
-  // with errno from the path's lookup when it names nothing.
-  static int OpenRegularFile(const std::string& path, char* head, size_t size) {
-    open_how how{};
-    how.flags = O_PATH | O_CLOEXEC;
-    how.resolve = RESOLVE_NO_MAGICLINKS;
-    int pfd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
-    if (pfd < 0) return -1;
-    struct stat st{};
-    int fd = -1;
-    if (fstat(pfd, &st) == 0 && S_ISREG(st.st_mode)) {
-      fd = open(fmt::format("/proc/self/fd/{}", pfd).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    }
-    close(pfd);
-    if (fd < 0) {
-      errno = EACCES;
-      return -1;
-    }
-    memset(head, 0, size);
-    if (pread(fd, head, size - 1, 0) < 4) {
-      close(fd);
-      errno = ENOEXEC;
-      return -1;
-    }
-    return fd;
+    if (memcmp(e->head, "\x7f" "ELF", 4) != 0 || e->exepath.empty()) return Prediction::kUnknown;
+    image->exepath = e->exepath;
+    image->exe_from_memfd = false;
+    image->exe_upper_layer = e->upper_layer;
+    *file = e->file;
+    return Prediction::kImage;
   }
 
   // execve's path into path_ and argv into exec_argv_ (at most 4096
@@ -1101,7 +1092,7 @@ struct Tracer::Impl {
       size_t n = std::min<size_t>(32, (4096 - (at & 4095)) / 8);
       if (n == 0 || ReadTraceeMemory(tid, at, ptrs, n * 8) != 0) return false;
       for (size_t k = 0; k < n; ++k, ++i) {
-        if (ptrs[k] == 0) return true;
+        if (ptrs[k] == 0 || total >= 128 * 1024) return true;
         std::string& arg = exec_argv_.emplace_back();
         if (ReadTraceeString(tid, ptrs[k], 128 * 1024 - total, &arg) != 0) return false;
         total += arg.size() + 1;
@@ -1425,6 +1416,13 @@ struct Tracer::Impl {
     const pid_t tid = static_cast<pid_t>(req.pid);
     const auto& a = req.data.args;
     std::optional<EventType> type = SysEvent(sys);
+    sockaddr_storage dest{};
+    socklen_t dest_len = 0;
+    if (sys == Sys::kSendmsg && !SendmsgDestination(req, &dest, &dest_len) && !opt.unaddressed_sends) {
+      ++stats_.sends_unaddressed;
+      Continue(req.id);
+      return;
+    }
     if (!type || !sink->wanted()) {
       Continue(req.id);
       Invalidate(p, sys);
@@ -1478,10 +1476,11 @@ struct Tracer::Impl {
         num("fd", a[0]);
         event::FdInfo fd;
         if (d0 >= 0 && DescribeFd(p->info->pid, p->pidfd, d0, &fd)) ev.fd = fd;
-        if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage)) {
-          sockaddr_storage ss{};
-          if (ReadTraceeMemory(tid, a[4], &ss, a[5]) == 0) FillAddress(ss, static_cast<socklen_t>(a[5]), &ev.fd.remote);
+        if (sys == Sys::kSendto && a[4] && a[5] && a[5] <= sizeof(sockaddr_storage) &&
+            ReadTraceeMemory(tid, a[4], &dest, a[5]) == 0) {
+          dest_len = static_cast<socklen_t>(a[5]);
         }
+        if (dest_len) FillAddress(dest, dest_len, &ev.fd.remote);
         break;
       }
       default: break;
@@ -1491,6 +1490,22 @@ struct Tracer::Impl {
     ev.SetArg("res", "unknown");
     Emit();
     Invalidate(p, sys);
+  }
+
+  // Whether a native sendmsg names a destination (msg_name), read into
+  // `dest`. True when it cannot tell (another ABI, unreadable memory): the
+  // call is then judged like an addressed one.
+  static bool SendmsgDestination(const seccomp_notif& req, sockaddr_storage* dest, socklen_t* len) {
+    if (req.data.arch != AUDIT_ARCH_X86_64 || req.data.nr != SYS_sendmsg) return true;
+    const pid_t tid = static_cast<pid_t>(req.pid);
+    msghdr msg{};
+    if (ReadTraceeMemory(tid, req.data.args[1], &msg, sizeof msg) != 0) return true;
+    if (!msg.msg_name || msg.msg_namelen == 0) return false;
+    if (msg.msg_namelen <= sizeof *dest &&
+        ReadTraceeMemory(tid, reinterpret_cast<uint64_t>(msg.msg_name), dest, msg.msg_namelen) == 0) {
+      *len = msg.msg_namelen;
+    }
+    return true;
   }
 
   // After a CONTINUEd call that changes what the table caches.
@@ -1505,6 +1520,8 @@ struct Tracer::Impl {
         break;
       case Sys::kSetuid: case Sys::kSetgid: case Sys::kSetreuid: case Sys::kSetregid: case Sys::kSetresuid:
       case Sys::kSetresgid: case Sys::kSetgroups: case Sys::kSetfsuid: case Sys::kSetfsgid: case Sys::kCapset:
+        p->creds_valid = p->ids_valid = false;
+        break;
       case Sys::kUmask:
         p->creds_valid = false;
         break;
@@ -1546,10 +1563,10 @@ struct Tracer::Impl {
     auto us = [](const timeval& tv) { return tv.tv_sec * 1000000 + tv.tv_usec; };
     log::Info("tracing finished",
               "notifications={} opens={} opens_fast={} opens_emulated={} opens_fallback={} execs={} execs_fast={} "
-              "execs_exact={} execs_deferred={} cpu_user_us={} cpu_sys_us={}",
+              "execs_exact={} execs_deferred={} sends_unaddressed={} cpu_user_us={} cpu_sys_us={}",
               stats_.notifications, stats_.opens, stats_.opens_fast, stats_.opens_emulated, stats_.opens_fallback,
-              stats_.execs, stats_.execs_fast, stats_.execs_exact, stats_.execs_deferred, us(ru.ru_utime),
-              us(ru.ru_stime));
+              stats_.execs, stats_.execs_fast, stats_.execs_exact, stats_.execs_deferred, stats_.sends_unaddressed,
+              us(ru.ru_utime), us(ru.ru_stime));
     return exit_code < 0 ? 1 : exit_code;
   }
 };

@@ -49,6 +49,11 @@ struct TracerOptions {
   // yet (rules::Engine::MayMatch). Unset: no rule looks at events.
   std::function<bool(const event::Event&)> may_match;
   SysSet trapped = SysSet::All();  // syscalls sent to the agent
+  // sendto/sendmsg that name no destination (a connected socket's sends,
+  // whose peer was judged at connect) are judged too: a complete record.
+  // Off, sendto is trapped only with a destination and sendmsg without one
+  // is let through at once.
+  bool unaddressed_sends = true;
   EventSink* sink = nullptr;       // not owned; outlives the Tracer
 };
 

@@ -102,6 +102,31 @@ TEST_CASE("agent_exec: a failed exec raises nothing and does not rename the proc
   }
 }
 
+TEST_CASE("agent_exec: a failed exec of the running file does not rename the process") {
+  // The agent takes the image it predicted for an exec once the process's
+  // executable is the predicted file; when that file is the one already
+  // running (here a second name for it), only /proc can tell a failed exec.
+  TempDir dir;
+  std::string self = dir / "agent_test_work", other = dir / "sshd", marker = dir / "marker";
+  std::ofstream(marker) << "x";
+  {
+    std::ifstream src(WorkloadPath(), std::ios::binary);
+    std::ofstream(self, std::ios::binary) << src.rdbuf();
+  }
+  REQUIRE(chmod(self.c_str(), 0755) == 0);
+  REQUIRE(link(self.c_str(), other.c_str()) == 0);
+  std::string rules = Rules(dir, {{"Marker read", "evt.type in (open, openat) and fd.name = " + marker +
+                                                      " and proc.name != sshd"}});
+  Child c = Run(dir, rules, {self, "failexec-open", other, marker, "big"});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "exec errno 7 fd 3 tracer 0\n");
+  CHECK(Counter(c.Err(), "execs_fast") == 2);  // the workload, then the failed exec
+  auto alerts = ReadEvents(dir / "alerts.json");
+  REQUIRE(alerts.size() == 1);
+  CHECK(alerts[0]["output"].get<std::string>().find("name=agent_test_work") != std::string::npos);
+}
+
 TEST_CASE("agent_exec: exec from a thread that is not the leader, and after vfork") {
   TempDir dir;
   std::string rules = Rules(dir, {{"True run", std::string(kSpawned) + " and proc.name = true"}});
@@ -145,6 +170,26 @@ TEST_CASE("agent_exec: a script is judged by its interpreter, as the kernel runs
   auto alerts = ReadEvents(dir / "alerts.json");
   REQUIRE(alerts.size() == 1);
   CHECK(alerts[0]["output"].get<std::string>().find("cmdline=hello.sh " + script + ")") != std::string::npos);
+}
+
+TEST_CASE("agent_exec: an executable rewritten in place is judged by its new content") {
+  // The agent keeps what it learnt of a file an exec named; the same path
+  // and inode rewritten as a script must be judged by its interpreter.
+  TempDir dir;
+  std::string prog = dir / "prog";
+  std::string rules = Rules(dir, {{"Prog script", std::string(kSpawned) + " and proc.name = prog and "
+                                                                          "proc.exepath = /usr/bin/dash"}});
+  std::string script = "cp /bin/true \"$1\" && \"$1\" && \"$1\" && "
+                       "printf '#!/bin/sh\\necho script\\n' > \"$1\" && \"$1\" && \"$1\"";
+  Child c = Run(dir, rules, {"/bin/sh", "-c", script, "sh", prog});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "script\nscript\n");
+  auto alerts = ReadEvents(dir / "alerts.json");
+  REQUIRE(alerts.size() == 2);
+  for (const auto& a : alerts) {
+    CHECK(a["output"].get<std::string>().find("exepath=/usr/bin/dash cmdline=prog " + prog) != std::string::npos);
+  }
 }
 
 TEST_CASE("agent_exec: a reused pid is never taken for the process that had it") {

@@ -1,3 +1,7 @@
+// Sends: with rules alone, a send that names no destination (a connected
+// socket's, whose peer was judged at its connect) costs nothing; with
+// --events-out every send is recorded.
+//
 // Open results are paid for only when a rule may match (--emulate rules, the
 // default without --events-out): benign opens take the fast path (the kernel
 // runs them, the agent never learns the result) and still work; a sensitive
@@ -13,6 +17,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <regex>
+#include <set>
 
 #include "tests/agent/agent_harness.h"
 
@@ -210,4 +215,32 @@ TEST_CASE("agent_results: a dup is paid for only when a rule may match it") {
                                            "watched dup (call=dup2 res=9)", "watched dup (call=dup3 res=0)",
                                            "watched dup (call=fcntl res=5)", "watched dup (call=fcntl res=6)"});
   }
+}
+
+TEST_CASE("agent_results: sends are judged where they name a destination; all are recorded with --events-out") {
+  TempDir dir;
+  std::string rules = dir / "rules.yaml";
+  std::ofstream(rules) << "- rule: Loopback datagram\n  desc: test\n"
+                          "  condition: evt.type in (sendto, sendmsg, connect) and fd.sip = 127.0.0.1 and "
+                          "fd.l4proto = udp\n  output: to %fd.sip (type=%evt.type)\n  priority: WARNING\n";
+  Child c = RunAgent(dir, {"--rules", rules, "--alerts-out", dir / "alerts.json", "--log-level", "info"},
+                     {WorkloadPath(), "udp-send"});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "received 4\n");
+  std::multiset<std::string> types;
+  for (const auto& a : ReadEvents(dir / "alerts.json")) types.insert(a["output_fields"]["evt.type"]);
+  CHECK(types == std::multiset<std::string>{"connect", "sendmsg", "sendto"});
+  CHECK(Counter(c.Err(), "sends_unaddressed") == 1);
+
+  TempDir all;
+  Child e = RunAgent(all, {"--events-out", all / "events.json"}, {WorkloadPath(), "udp-send"});
+  INFO(e.Err());
+  REQUIRE(e.ExitCode() == 0);
+  std::multiset<std::string> sends;
+  for (const auto& ev : ReadEvents(all / "events.json")) {
+    std::string type = ev["evt.type"];
+    if ((type == "sendto" || type == "sendmsg") && ev.value("fd.rip", "") == "127.0.0.1") sends.insert(type);
+  }
+  CHECK(sends == std::multiset<std::string>{"sendmsg", "sendmsg", "sendto", "sendto"});
 }

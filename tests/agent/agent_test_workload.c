@@ -4,14 +4,20 @@
 //   thread-exec PROG      exec PROG from a thread that is not the leader
 //   dirfd DIR NAME        openat(open(DIR), NAME) and a relative open after chdir(DIR)
 //   storm N               N x (fork + exec /bin/true), waited one by one
-//   failexec-open PROG PATH  execv(PROG) that fails, then open PATH: the
-//                         process must still be judged as itself; prints
-//                         the errno, the fd and its TracerPid
+//   failexec-open PROG PATH [big]  execv(PROG) that fails, then open PATH:
+//                         the process must still be judged as itself;
+//                         prints the errno, the fd and its TracerPid. With
+//                         "big", PROG may be valid: its arguments exceed
+//                         what a 256 KiB stack limit allows (E2BIG)
 //   fail-open PATH        open a path that must fail, print the errno
 //   read-n PATH N         N x (open, read, close) PATH, print the fd and bytes read
 //   read-in-root DIR PATH openat2(DIR, PATH, RESOLVE_IN_ROOT), read, print the fd and bytes
 //   fds                   print the fds this process inherited
 //   connect PORT          non-blocking and blocking connects to 127.0.0.1:PORT
+//   udp-send              UDP datagrams to a socket of its own on 127.0.0.1:
+//                         sendto and sendmsg naming it, then connect and
+//                         send and sendmsg naming nothing; prints the
+//                         datagrams received
 //   threads N             N threads each opening /etc/hostname
 //   stop-self             raise SIGSTOP, then print "resumed"
 //   accept                bind/listen on 127.0.0.1, connect to itself, then a
@@ -31,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -99,7 +106,18 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!strcmp(mode, "failexec-open") && argc > 3) {
-    char* args[] = {argv[2], NULL};
+    // 41 arguments (argv[0] too) of 4095 bytes: 164 KiB, over the 128 KiB
+    // the kernel allows with a stack limit under 512 KiB.
+    static char big[4096];
+    char* args[42] = {argv[2], NULL};
+    if (argc > 4 && !strcmp(argv[4], "big")) {
+      struct rlimit stack = {256 * 1024, 256 * 1024};
+      getrlimit(RLIMIT_STACK, &stack);
+      stack.rlim_cur = 256 * 1024;
+      if (setrlimit(RLIMIT_STACK, &stack) != 0) return 1;
+      memset(big, 'x', sizeof big - 1);
+      for (int i = 0; i <= 40; ++i) args[i] = big;
+    }
     execv(argv[2], args);
     int err = errno;
     int fd = open(argv[3], O_RDONLY);
@@ -229,6 +247,25 @@ int main(int argc, char** argv) {
     int b = socket(AF_INET, SOCK_STREAM, 0);
     rc = connect(b, (struct sockaddr*)&a, sizeof a);
     printf("blocking rc %d errno %d\n", rc, rc < 0 ? errno : 0);
+    return 0;
+  }
+  if (!strcmp(mode, "udp-send")) {
+    int r = socket(AF_INET, SOCK_DGRAM, 0), s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t len = sizeof a;
+    if (bind(r, (struct sockaddr*)&a, sizeof a) != 0 || getsockname(r, (struct sockaddr*)&a, &len) != 0) return 1;
+    struct iovec iov = {"m", 1};
+    struct msghdr named = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr unnamed = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (sendto(s, "t", 1, 0, (struct sockaddr*)&a, sizeof a) != 1 || sendmsg(s, &named, 0) != 1) return 1;
+    if (connect(s, (struct sockaddr*)&a, sizeof a) != 0) return 1;
+    if (send(s, "u", 1, 0) != 1 || sendmsg(s, &unnamed, 0) != 1) return 1;
+    char buf[8];
+    int got = 0;
+    while (recv(r, buf, sizeof buf, MSG_DONTWAIT) > 0) ++got;
+    printf("received %d\n", got);
     return 0;
   }
   if (!strcmp(mode, "threads") && argc > 2) {
