@@ -81,9 +81,22 @@ Result<AgentRecord> ParseAgent(const json& rec, const json* stats, const std::st
   return a;
 }
 
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+// days_from_civil); like timegm, a day past the month's end rolls over.
+int64_t DaysFromCivil(int64_t y, int m, int d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  int64_t yoe = y - era * 400;
+  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
 }  // namespace
 
 int PriorityIndex(std::string_view name) {
+  for (int i = 0; i < 8; ++i)  // Falco's own spelling first: the common case
+    if (name == kPriorityNames[i]) return i;
   for (int i = 0; i < 8; ++i)
     if (IEquals(name, kPriorityNames[i])) return i;
   if (IEquals(name, "info")) return 6;
@@ -134,14 +147,7 @@ bool ParseRfc3339(std::string_view s, int64_t* ns) {
     return false;
   }
   if (pos != s.size()) return false;
-  std::tm tm{};
-  tm.tm_year = Y - 1900;
-  tm.tm_mon = M - 1;
-  tm.tm_mday = D;
-  tm.tm_hour = h;
-  tm.tm_min = m;
-  tm.tm_sec = sec;
-  int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset;
+  int64_t secs = DaysFromCivil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset;
   *ns = secs * 1000000000LL + frac;
   return true;
 }
@@ -167,15 +173,46 @@ dom::parser& ThreadParser() {
   return parser;
 }
 
-// A string member of `obj`: true and `*out` set when present and a string.
-bool GetString(dom::object obj, std::string_view key, std::string_view* out) {
-  auto v = obj.at_key(key);
-  if (v.error()) return false;
-  return !v.get_string().get(*out);
-}
-
 // The small records (agent, agents, stats) as nlohmann values, for ParseAgent.
 json ToNlohmann(dom::element e) { return json::parse(simdjson::minify(e), nullptr, false); }
+
+// One alert's members, found in one pass over its keys (and its
+// output_fields' keys); the first of duplicate keys counts, as with at_key.
+struct AlertMembers {
+  enum : unsigned { kUuid = 1, kRule = 2, kPriority = 4, kTime = 8, kFields = 16, kTags = 32, kAgentId = 64 };
+  unsigned seen = 0;
+  dom::element uuid, rule, priority, time, fields, tags, agent_id;
+
+  explicit AlertMembers(dom::object obj) {
+    for (dom::key_value_pair kv : obj) {
+      std::string_view k = kv.key;
+      switch (k.size()) {
+        case 4:
+          if (k == "uuid") Take(kUuid, &uuid, kv.value);
+          else if (k == "rule") Take(kRule, &rule, kv.value);
+          else if (k == "time") Take(kTime, &time, kv.value);
+          else if (k == "tags") Take(kTags, &tags, kv.value);
+          break;
+        case 8:
+          if (k == "priority") Take(kPriority, &priority, kv.value);
+          else if (k == "agent_id") Take(kAgentId, &agent_id, kv.value);
+          break;
+        case 13:
+          if (k == "output_fields") Take(kFields, &fields, kv.value);
+          break;
+      }
+    }
+  }
+  void Take(unsigned bit, dom::element* slot, dom::element v) {
+    if (seen & bit) return;
+    seen |= bit;
+    *slot = v;
+  }
+  // True and `*out` set when the member is present and a string.
+  bool String(unsigned bit, dom::element e, std::string_view* out) const {
+    return (seen & bit) && !e.get_string().get(*out);
+  }
+};
 
 Result<Alert> ParseAlert(dom::element e, size_t index) {
   auto bad = [&](const char* field, std::string_view why) {
@@ -184,78 +221,66 @@ Result<Alert> ParseAlert(dom::element e, size_t index) {
   dom::object obj;
   if (e.get_object().get(obj))
     return Status::InvalidArgument(fmt::format("events[{}]: must be an object", index));
+  AlertMembers m(obj);
+  using M = AlertMembers;
   Alert a;
-  std::string_view uuid, rule, priority, time, agent_id;
+  std::string_view time;
   // The checks, in the order a reader expects the reasons.
-  if (!GetString(obj, "uuid", &uuid) || uuid.empty()) return bad("uuid", "required non-empty string (the dedupe key)");
-  if (uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
-  if (!GetString(obj, "rule", &rule) || rule.empty()) return bad("rule", "required non-empty string");
-  if (!GetString(obj, "priority", &priority)) return bad("priority", "required string");
-  a.priority_index = PriorityIndex(priority);
-  if (a.priority_index < 0) return bad("priority", fmt::format("unknown priority \"{}\"", priority));
-  if (!GetString(obj, "time", &time)) return bad("time", "required RFC 3339 string");
+  if (!m.String(M::kUuid, m.uuid, &a.uuid) || a.uuid.empty()) return bad("uuid", "required non-empty string (the dedupe key)");
+  if (a.uuid.size() > 128) return bad("uuid", "longer than 128 bytes");
+  if (!m.String(M::kRule, m.rule, &a.rule) || a.rule.empty()) return bad("rule", "required non-empty string");
+  if (!m.String(M::kPriority, m.priority, &a.priority)) return bad("priority", "required string");
+  a.priority_index = PriorityIndex(a.priority);
+  if (a.priority_index < 0) return bad("priority", fmt::format("unknown priority \"{}\"", a.priority));
+  if (!m.String(M::kTime, m.time, &time)) return bad("time", "required RFC 3339 string");
   if (!ParseRfc3339(time, &a.time_ns)) return bad("time", fmt::format("not RFC 3339: \"{}\"", time));
   dom::object fields;
-  if (obj.at_key("output_fields").get_object().get(fields) || fields.size() == 0)
+  if (!(m.seen & M::kFields) || m.fields.get_object().get(fields) || fields.size() == 0)
     return bad("output_fields", "required non-empty object");
-  if (auto tags = obj.at_key("tags"); !tags.error() && !tags.is_null() && !tags.is_array())
-    return bad("tags", "must be an array");
-  a.uuid = uuid;
-  a.rule = rule;
-  a.priority = priority;
-  std::string_view v;
-  if (GetString(fields, "container.id", &v)) a.container_id = v;
-  if (GetString(fields, "aws.ecs.task.arn", &v)) a.task_arn = v;
-  if ((GetString(obj, "agent_id", &agent_id) && !agent_id.empty()) || GetString(fields, "agent.id", &agent_id))
-    a.agent_id = agent_id;
+  if ((m.seen & M::kTags) && !m.tags.is_null() && !m.tags.is_array()) return bad("tags", "must be an array");
+  std::string_view field_agent_id;
+  bool container = false, task = false, agent = false;
+  for (dom::key_value_pair kv : fields) {
+    std::string_view k = kv.key, v;
+    if (k.size() == 12 && !container && k == "container.id") {
+      container = true;
+      if (!kv.value.get_string().get(v)) a.container_id = v;
+    } else if (k.size() == 16 && !task && k == "aws.ecs.task.arn") {
+      task = true;
+      if (!kv.value.get_string().get(v)) a.task_arn = v;
+    } else if (k.size() == 8 && !agent && k == "agent.id") {
+      agent = true;
+      if (!kv.value.get_string().get(v)) field_agent_id = v;
+    }
+  }
+  if (!m.String(M::kAgentId, m.agent_id, &a.agent_id) || a.agent_id.empty()) a.agent_id = field_agent_id;
   return a;
 }
 
-size_t SkipString(std::string_view s, size_t i) {  // at the opening quote
-  for (;;) {
-    const void* q = std::memchr(s.data() + i + 1, '"', s.size() - i - 1);
-    if (q == nullptr) return s.size();
-    size_t j = static_cast<const char*>(q) - s.data();
-    size_t backslashes = 0;
-    while (s[j - 1 - backslashes] == '\\') ++backslashes;
-    if (backslashes % 2 == 0) return j + 1;
-    i = j;
+// Copies the alerts' indexed fields (views into the parser's memory, reused
+// by the thread's next parse) into one block owned by the batch.
+void PinStrings(Batch* batch) {
+  size_t total = 0;
+  for (const Alert& a : batch->alerts)
+    total += a.uuid.size() + a.rule.size() + a.container_id.size() + a.task_arn.size() + a.agent_id.size();
+  batch->strings = std::make_unique<char[]>(total + 1);
+  char* p = batch->strings.get();
+  auto pin = [&p](std::string_view* v) {
+    std::memcpy(p, v->data(), v->size());
+    *v = std::string_view(p, v->size());
+    p += v->size();
+  };
+  for (Alert& a : batch->alerts) {
+    pin(&a.uuid);
+    pin(&a.rule);
+    pin(&a.container_id);
+    pin(&a.task_arn);
+    pin(&a.agent_id);
+    a.priority = kPriorityNames[a.priority_index];
   }
 }
 
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-size_t SkipSpace(std::string_view s, size_t i) {
-  while (i < s.size() && IsSpace(s[i])) ++i;
-  return i;
-}
-
-// At the first byte of a value: the index past its end. `*spaced` is set
-// when the value holds whitespace between its tokens.
-size_t SkipValue(std::string_view s, size_t i, bool* spaced) {
-  if (s[i] == '"') return SkipString(s, i);
-  if (s[i] != '{' && s[i] != '[') {  // a number or a literal
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !IsSpace(s[i])) ++i;
-    return i;
-  }
-  int depth = 0;
-  while (i < s.size()) {
-    char c = s[i];
-    if (c == '"') {
-      i = SkipString(s, i);
-      continue;
-    }
-    if (c == '{' || c == '[') {
-      ++depth;
-    } else if ((c == '}' || c == ']') && --depth == 0) {
-      return i + 1;
-    } else if (IsSpace(c)) {
-      *spaced = true;
-    }
-    ++i;
-  }
-  return i;
-}
 
 // One element of the "events" array as the sender wrote it.
 struct Slice {
@@ -263,35 +288,56 @@ struct Slice {
   bool spaced;  // has whitespace between tokens: to be minified
 };
 
-// The elements of the first top-level "events" array of `s`.
-// REQUIRES: `s` is valid JSON with an object at the top (the DOM parse
-// checked it), so a depth-and-quotes scan finds the same elements as the
-// parser.
-std::vector<Slice> EventSlices(std::string_view s) {
+// The elements of the top-level "events" array of `s`, found from the
+// structural index that stage 1 of the DOM parse already built (the offset
+// of every {, }, [, ], :, comma and of the first byte of every string and
+// scalar, in order): no second pass over the body's bytes.
+// REQUIRES: `parser` has just parsed `s` successfully, an object at the top.
+std::vector<Slice> EventSlices(const dom::parser& parser, std::string_view s) {
+  const uint32_t* at = parser.implementation->structural_indexes.get();
+  const size_t n = parser.implementation->n_structural_indexes;
+  auto c = [&](size_t i) { return s[at[i]]; };
+  // From structural i (a value's first), the index of the value's last.
+  auto last = [&](size_t i) {
+    if (c(i) != '{' && c(i) != '[') return i;
+    for (int depth = 0;; ++i) {
+      if (c(i) == '{' || c(i) == '[') ++depth;
+      if ((c(i) == '}' || c(i) == ']') && --depth == 0) return i;
+    }
+  };
   std::vector<Slice> out;
-  bool ignored = false;
-  size_t i = SkipSpace(s, 0) + 1;  // past '{'
-  for (i = SkipSpace(s, i); i < s.size() && s[i] == '"'; i = SkipSpace(s, i)) {
-    size_t key_end = SkipString(s, i);
-    std::string_view raw = s.substr(i, key_end - i);
+  for (size_t i = 1; i + 1 < n && c(i) == '"';) {  // a key, then ':'
+    std::string_view raw = s.substr(at[i], at[i + 1] - at[i]);
+    while (IsSpace(raw.back())) raw.remove_suffix(1);
     bool is_events = raw == "\"events\"";
     if (!is_events && raw.find('\\') != std::string_view::npos) {
       json k = json::parse(raw, nullptr, false);
       is_events = k.is_string() && k.get_ref<const std::string&>() == "events";
     }
-    i = SkipSpace(s, SkipSpace(s, key_end) + 1);  // past ':'
-    if (is_events && s[i] == '[') {
-      for (i = SkipSpace(s, i + 1); i < s.size() && s[i] != ']';) {
+    i += 2;
+    if (is_events && c(i) == '[') {
+      for (++i; c(i) != ']';) {
+        // To the element's closing brace, noting whitespace between tokens:
+        // it is the byte before a token (no token ends in whitespace, and
+        // in valid JSON nothing else between tokens is <= 0x20).
+        size_t end = i;
         bool spaced = false;
-        size_t end = SkipValue(s, i, &spaced);
-        out.push_back({s.substr(i, end - i), spaced});
-        i = SkipSpace(s, end);
-        if (i < s.size() && s[i] == ',') i = SkipSpace(s, i + 1);
+        for (int depth = 0;;) {
+          unsigned char pair[2];  // the byte before the structural, and it
+          std::memcpy(pair, s.data() + at[end] - 1, 2);
+          spaced |= end > i && pair[0] <= 0x20;
+          depth += (pair[1] == '{' || pair[1] == '[') - (pair[1] == '}' || pair[1] == ']');
+          if (depth == 0) break;
+          ++end;
+        }
+        out.push_back({s.substr(at[i], at[end] + 1 - at[i]), spaced});
+        i = end + 1;
+        if (c(i) == ',') ++i;
       }
       return out;
     }
-    i = SkipSpace(s, SkipValue(s, i, &ignored));
-    if (i < s.size() && s[i] == ',') ++i;
+    i = last(i) + 1;
+    if (c(i) == ',') ++i;
   }
   return out;
 }
@@ -320,7 +366,7 @@ Result<Batch> ParseBatch(std::string body) {
 
   // Each alert's text: a slice of the body, minified only if it is not
   // compact already (a sender writing one-line JSON costs no copy).
-  std::vector<Slice> slices = EventSlices(*text);
+  std::vector<Slice> slices = EventSlices(parser, *text);
   if (slices.size() != batch.alerts.size())
     return Status::Internal(fmt::format("events: found {} alert texts for {} alerts", slices.size(), batch.alerts.size()));
   for (size_t i = 0; i < slices.size(); ++i) {
@@ -336,9 +382,8 @@ Result<Batch> ParseBatch(std::string body) {
     }
     if (a.priority != kPriorityNames[a.priority_index]) {
       // Rare: "warning" instead of "Warning". Store Falco's spelling.
-      a.priority = std::string(kPriorityNames[a.priority_index]);
       json j = json::parse(a.json, nullptr, false);
-      j["priority"] = a.priority;
+      j["priority"] = kPriorityNames[a.priority_index];
       a.json = batch.rewritten.emplace_back(Dump(j));
     }
   }
@@ -371,6 +416,7 @@ Result<Batch> ParseBatch(std::string body) {
       if (a.task_arn.empty()) a.task_arn = only.task_arn;
     }
   }
+  PinStrings(&batch);
   return batch;
 }
 

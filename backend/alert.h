@@ -16,7 +16,8 @@
 // index and field ("events[3].priority: unknown priority \"urgent\"").
 //
 // Cost (the ingest hot path): one simdjson DOM parse of the body validates
-// all of it (grammar, UTF-8) and yields the indexed fields; each alert's
+// all of it (grammar, UTF-8) and yields the indexed fields (one pass over
+// each alert's keys and its output_fields' keys); each alert's
 // stored text is a slice of the body itself (the Batch keeps the body), the
 // sender's bytes never re-serialised; only an alert with whitespace between
 // its tokens is minified (simdjson) into a copy of its own. Only the small agent/stats records go through nlohmann.
@@ -48,11 +49,14 @@ bool ParseRfc3339(std::string_view text, int64_t* ns);
 // Formats ns since the epoch as RFC 3339 UTC with 9 fractional digits.
 std::string FormatRfc3339(int64_t ns);
 
+// The indexed fields are views into their Batch (Batch::strings; priority
+// into kPriorityNames), valid while the Batch lives: a batch costs one
+// allocation for them, not five per alert.
 struct Alert {
-  std::string uuid, rule, priority;
+  std::string_view uuid, rule, priority;
   int priority_index = 0;
   int64_t time_ns = 0;
-  std::string container_id, task_arn, agent_id;
+  std::string_view container_id, task_arn, agent_id;
   // The alert as Falco JSON on one line, stored and forwarded: a view into
   // its Batch (Batch::text or Batch::rewritten), valid while the Batch lives.
   std::string_view json;
@@ -73,6 +77,7 @@ struct Batch {
   // change (minified, or priority respelled to Falco's spelling).
   std::shared_ptr<const std::string> text;
   std::deque<std::string> rewritten;
+  std::unique_ptr<char[]> strings;  // the alerts' indexed fields, back to back
 };
 
 // Spare capacity after the body that lets ParseBatch parse it in place

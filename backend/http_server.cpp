@@ -6,11 +6,12 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/ssl.hpp>
 #include <array>
+#include <cstring>
 #include <deque>
 #include <map>
 
+#include "backend/tls_stream.h"
 #include "common/util/log.h"
 
 namespace sidetrace::backend {
@@ -83,7 +84,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
 namespace {
 
-// Common session logic; Derived provides stream(), Run() and DoEof().
+// Common session logic; Derived provides stream(), socket(), Run() and
+// DoEof(). A stream with ReadSome() (TlsStream) gets request bodies of known
+// length read straight into the body, without Beast's parser in between.
 template <class Derived>
 class Session : public SseSink {
  public:
@@ -120,7 +123,7 @@ class Session : public SseSink {
       // A wait that completed just before a re-arm is stale: check the time.
       if (ec || !self || self->deadline_->expiry() > std::chrono::steady_clock::now()) return;
       beast::error_code ignored;
-      beast::get_lowest_layer(self->stream()).socket().close(ignored);
+      self->socket().close(ignored);
     });
   }
 
@@ -141,14 +144,55 @@ class Session : public SseSink {
   // once, then is read into it.
   void OnHeader(beast::error_code ec, size_t) {
     if (ec || close_after_read_ || parser_->is_done()) return OnRead(ec, 0);
-    if (auto length = parser_->content_length(); length && *length <= server_->options.max_body_bytes)
+    if (auto length = parser_->content_length(); length && *length <= server_->options.max_body_bytes) {
+      if constexpr (kDirectBody) return StartBody(*length);
       parser_->get().body().reserve(*length + server_->options.body_padding);
+    }
     http::async_read(derived().stream(), buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, derived().shared_from_this()));
   }
 
+  static constexpr bool kDirectBody = requires(Derived& d, beast::error_code& ec) {
+    d.stream().ReadSome(nullptr, size_t{0}, ec);
+  };
+
+  // A body of known length: what the header read already buffered, then
+  // decrypted straight into the body's storage until it is complete.
+  void StartBody(size_t length) {
+    body_req_.emplace(parser_->release());
+    std::string& body = body_req_->body();
+    body.reserve(length + server_->options.body_padding);
+    body.resize(length);
+    size_t have = std::min(buffer_.size(), length);
+    std::memcpy(body.data(), buffer_.data().data(), have);
+    buffer_.consume(have);
+    body_have_ = have;
+    ReadBody();
+  }
+
+  void ReadBody() {
+    std::string& body = body_req_->body();
+    while (body_have_ < body.size()) {
+      beast::error_code ec;
+      body_have_ += derived().stream().ReadSome(body.data() + body_have_, body.size() - body_have_, ec);
+      if (ec == asio::error::would_block) {
+        derived().stream().AsyncWait([self = derived().shared_from_this()](beast::error_code ec) {
+          if (ec || self->close_after_read_) return self->OnRead(ec, 0);
+          self->ReadBody();
+        });
+        return;
+      }
+      if (ec) return OnRead(ec, 0);
+    }
+    Request req = std::move(*body_req_);
+    body_req_.reset();
+    reading_ = false;
+    Dispatch(std::move(req));
+  }
+
   void OnRead(beast::error_code ec, size_t) {
     reading_ = false;
+    body_req_.reset();
     if (close_after_read_) return derived().DoEof();
     if (ec == http::error::end_of_stream) {
       stop_reading_ = true;
@@ -167,7 +211,12 @@ class Session : public SseSink {
       stop_reading_ = true;
       return;
     }
-    Request req = parser_->release();
+    Dispatch(parser_->release());
+  }
+
+  // Hands a complete request to the handler; its reply comes back through
+  // OnReply on the connection's executor.
+  void Dispatch(Request req) {
     uint64_t seq = next_seq_++;
     ++in_flight_;
     unsigned version = req.version();
@@ -236,7 +285,7 @@ class Session : public SseSink {
     stop_reading_ = true;
     if (!reading_) return drain_ ? Drain(0) : derived().DoEof();
     close_after_read_ = true;
-    beast::get_lowest_layer(derived().stream()).cancel();
+    derived().socket().cancel();
   }
 
   // A body refused unread (413) may still be arriving: closing now would
@@ -302,14 +351,16 @@ class Session : public SseSink {
     closed_ = true;
     queue_.clear();
     if (heartbeat_) heartbeat_->cancel();
-    beast::get_lowest_layer(derived().stream()).cancel();
+    derived().socket().cancel();
     beast::error_code ec;
-    beast::get_lowest_layer(derived().stream()).socket().shutdown(tcp::socket::shutdown_both, ec);
+    derived().socket().shutdown(tcp::socket::shutdown_both, ec);
   }
 
   std::shared_ptr<HttpServer::Impl> server_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<Request> body_req_;  // its body being read by ReadBody
+  size_t body_have_ = 0;
   std::shared_ptr<Response> res_;  // the reply being written
   // Pipelining: requests are numbered as read; replies wait in ready_ until
   // every earlier one was written.
@@ -333,6 +384,7 @@ class PlainSession : public Session<PlainSession>, public std::enable_shared_fro
   PlainSession(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server)
       : Session(std::move(server)), stream_(std::move(socket)) {}
   beast::tcp_stream& stream() { return stream_; }
+  tcp::socket& socket() { return stream_.socket(); }
   void Run() {
     asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::DoRead, shared_from_this()));
   }
@@ -349,11 +401,12 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
  public:
   TlsSession(tcp::socket&& socket, asio::ssl::context& ctx, std::shared_ptr<HttpServer::Impl> server)
       : Session(std::move(server)), stream_(std::move(socket), ctx) {}
-  beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
+  TlsStream& stream() { return stream_; }
+  tcp::socket& socket() { return stream_.socket(); }
   void Run() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->ArmDeadline(self->server_->options.handshake_timeout);
-      self->stream_.async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+      self->stream_.async_handshake([self](beast::error_code ec) {
         if (ec) {
           log::Debug("tls handshake failed", "error={}", log::Quote(ec.message()));
           return;
@@ -368,7 +421,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
   }
 
  private:
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  TlsStream stream_;
 };
 
 }  // namespace

@@ -1,11 +1,13 @@
 // HttpServer: an HTTP/1.1 server on Boost.Beast, over TLS or plain TCP, and
 // SseHub, the fan-out of live alerts to Server-Sent-Events clients.
 //
-// Shape (after Beast's advanced_server_flex example): a listener accepts on
-// a strand per connection; a session reads requests with a deadline
-// (read_timeout, so slow-loris clients and idle keep-alive connections are
-// closed), a header cap (16 KiB) and a body cap (max_body_bytes, over it:
-// 413 and close), hands each to the handler, and writes the replies while
+// Shape (after Beast's advanced_server_flex example; TLS through TlsStream,
+// see tls_stream.h): a listener accepts on a strand per connection; a
+// session reads requests with a deadline (read_timeout, so slow-loris
+// clients and idle keep-alive connections are closed), a header cap (16
+// KiB) and a body cap (max_body_bytes, over it: 413 and close; a TLS body
+// of known length is decrypted straight into the request's body), hands
+// each to the handler, and writes the replies while
 // keep-alive holds. The handler answers through a callback, from any
 // thread, so a slow reply (an ingest commit) does not hold an I/O thread.
 // HTTP/1.1 pipelining: up to max_pipeline requests of one connection are

@@ -181,9 +181,11 @@ Status Store::Init() {
       return Status::IoError(fmt::format("{}: migration {} failed: {}", path_, v + 1, st.message()));
     }
   }
-  const char* insert_sql =
+  std::string insert_sql =
       "INSERT OR IGNORE INTO events(uuid,time_ns,rule,priority_num,container_id,task_arn,agent_id,json,"
       "received_ns) VALUES(?,?,?,?,?,?,?,?,?)";
+  std::string insert_chunk_sql = insert_sql;
+  for (size_t i = 1; i < kInsertChunk; ++i) insert_chunk_sql += ",(?,?,?,?,?,?,?,?,?)";
   const char* upsert_sql =
       "INSERT INTO agents(id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,"
       "events_seen,alerts,drops,first_seen_ns,last_seen_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -202,7 +204,10 @@ Status Store::Init() {
       "INSERT INTO agents(id,first_seen_ns,last_seen_ns,alerts_stored) VALUES(?,?,?,?) "
       "ON CONFLICT(id) DO UPDATE SET last_seen_ns=excluded.last_seen_ns,"
       "alerts_stored=alerts_stored+excluded.alerts_stored";
-  if (sqlite3_prepare_v2(writer_, insert_sql, -1, &insert_event_, nullptr) != SQLITE_OK ||
+  if (sqlite3_prepare_v2(writer_, insert_sql.c_str(), -1, &insert_event_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, insert_chunk_sql.c_str(), -1, &insert_chunk_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, "SELECT max(id) FROM events", -1, &max_id_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, "SELECT id FROM events WHERE uuid = ?", -1, &find_id_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, upsert_sql, -1, &upsert_agent_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, touch_sql, -1, &touch_agent_, nullptr) != SQLITE_OK)
     return Err(writer_, "prepare");
@@ -278,6 +283,9 @@ Store::~Store() {
   if (checkpointer_.joinable()) checkpointer_.join();
   sqlite3_close(checkpointer_db_);
   sqlite3_finalize(insert_event_);
+  sqlite3_finalize(insert_chunk_);
+  sqlite3_finalize(max_id_);
+  sqlite3_finalize(find_id_);
   sqlite3_finalize(upsert_agent_);
   sqlite3_finalize(touch_agent_);
   sqlite3_close(reader_);
@@ -310,32 +318,66 @@ Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<
 
 Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result) {
   std::map<std::string_view, int64_t> per_agent;
-  sqlite3_stmt* s = insert_event_;
+  sqlite3_stmt* s = nullptr;
   auto done = [&](const char* what) {
     Status e = Err(writer_, what);
     sqlite3_reset(s);
     return e;
   };
-  for (size_t i = 0; i < batch.alerts.size(); ++i) {
-    const Alert& a = batch.alerts[i];
-    sqlite3_reset(s);
-    BindText(s, 1, a.uuid);
-    sqlite3_bind_int64(s, 2, a.time_ns);
-    BindText(s, 3, a.rule);
-    sqlite3_bind_int(s, 4, a.priority_index);
-    BindText(s, 5, a.container_id);
-    BindText(s, 6, a.task_arn);
-    BindText(s, 7, a.agent_id);
-    BindText(s, 8, a.json);
-    sqlite3_bind_int64(s, 9, now_ns);
+  // The largest id before a statement: SQLite gives a new row the largest
+  // id + 1, so the rows a statement inserted are the ones with larger ids.
+  s = max_id_;
+  if (sqlite3_step(s) != SQLITE_ROW) return done("max id");
+  int64_t last_id = sqlite3_column_int64(s, 0);
+  sqlite3_reset(s);
+  const std::vector<Alert>& alerts = batch.alerts;
+  for (size_t first = 0; first < alerts.size();) {
+    // kInsertChunk rows per statement while that many are left, then one.
+    size_t n = alerts.size() - first >= kInsertChunk ? kInsertChunk : 1;
+    s = n == kInsertChunk ? insert_chunk_ : insert_event_;
+    for (size_t k = 0; k < n; ++k) {
+      const Alert& a = alerts[first + k];
+      int p = static_cast<int>(k) * 9;
+      BindText(s, p + 1, a.uuid);
+      sqlite3_bind_int64(s, p + 2, a.time_ns);
+      BindText(s, p + 3, a.rule);
+      sqlite3_bind_int(s, p + 4, a.priority_index);
+      BindText(s, p + 5, a.container_id);
+      BindText(s, p + 6, a.task_arn);
+      BindText(s, p + 7, a.agent_id);
+      BindText(s, p + 8, a.json);
+      sqlite3_bind_int64(s, p + 9, now_ns);
+    }
     if (sqlite3_step(s) != SQLITE_DONE) return done("insert event");
-    if (sqlite3_changes(writer_) > 0) {
+    sqlite3_reset(s);
+    size_t inserted = static_cast<size_t>(sqlite3_changes(writer_));
+    auto count_new = [&](size_t i) {
       ++result->inserted;
       result->new_indexes.push_back(i);
-      if (!a.agent_id.empty()) ++per_agent[a.agent_id];
+      if (!alerts[i].agent_id.empty()) ++per_agent[alerts[i].agent_id];
+    };
+    if (inserted == n) {
+      for (size_t k = 0; k < n; ++k) count_new(first + k);
     } else {
-      ++result->duplicates;
+      // Some were duplicates (a replay): an alert is new if its row has an
+      // id this statement gave out, and only its first copy in the chunk.
+      std::vector<int64_t> claimed;
+      s = find_id_;
+      for (size_t k = 0; k < n; ++k) {
+        BindText(s, 1, alerts[first + k].uuid);
+        if (sqlite3_step(s) != SQLITE_ROW) return done("find event");
+        int64_t id = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        if (id > last_id && std::find(claimed.begin(), claimed.end(), id) == claimed.end()) {
+          claimed.push_back(id);
+          count_new(first + k);
+        } else {
+          ++result->duplicates;
+        }
+      }
     }
+    if (inserted > 0) last_id = sqlite3_last_insert_rowid(writer_);
+    first += n;
   }
   sqlite3_reset(s);
   s = upsert_agent_;

@@ -64,12 +64,22 @@ class Store {
   // back while it copies the few frames left, so the WAL is reused from its
   // start instead of growing) at 4x.
   static constexpr int64_t kWalCheckpointBytes = 16 << 20;
-  // Page size of a new database file (SQLite's largest). An ingest commit
-  // writes mostly new table pages: 64 KiB pages take a sixteenth of the WAL
-  // writes, b-tree splits and checkpoint copies of 4 KiB ones (per 1,000
-  // alerts: 32 -> 19 ms of backend CPU with time-ordered ids, 38 -> 21 ms with
-  // random ids, bench/RESULTS.md). An existing file keeps its page size.
-  static constexpr int kPageSize = 65536;
+  // Page size of a new database file. An ingest commit writes mostly new
+  // table pages, so larger pages mean fewer WAL writes, b-tree splits and
+  // checkpoint copies (per 1,000 alerts from one container: 4 KiB 32 ms of
+  // backend CPU, 16 and 64 KiB ~17-19 ms with time-ordered ids). But alerts
+  // from many containers dirty one leaf per container in the container and
+  // task indexes, each written whole: with 1,000 containers and 2M rows a
+  // commit costs 154 ms at 64 KiB and still rising, 75 ms at 16 KiB
+  // (bench/RESULTS.md, "Session 4, storage"). An existing file keeps its
+  // page size.
+  static constexpr int kPageSize = 16384;
+  // Alerts per INSERT statement. One statement opens the table's and each
+  // index's cursor once for all its rows, and a cursor left at an index's
+  // right edge appends the next row without a descent from the root: per
+  // 1,000 alerts ~3 ms less SQLite CPU than a statement per row
+  // (bench/RESULTS.md, "Session 4, storage").
+  static constexpr size_t kInsertChunk = 100;
 
   struct InsertResult {
     size_t inserted = 0;
@@ -125,6 +135,9 @@ class Store {
   std::mutex write_mu_;
   sqlite3* writer_ = nullptr;  // GUARDED_BY(write_mu_)
   sqlite3_stmt* insert_event_ = nullptr;  // GUARDED_BY(write_mu_)
+  sqlite3_stmt* insert_chunk_ = nullptr;  // GUARDED_BY(write_mu_): kInsertChunk rows
+  sqlite3_stmt* max_id_ = nullptr;        // GUARDED_BY(write_mu_)
+  sqlite3_stmt* find_id_ = nullptr;       // GUARDED_BY(write_mu_)
   sqlite3_stmt* upsert_agent_ = nullptr;  // GUARDED_BY(write_mu_)
   sqlite3_stmt* touch_agent_ = nullptr;   // GUARDED_BY(write_mu_)
   std::mutex read_mu_;

@@ -2,6 +2,10 @@
 // sender's alert, compacted to one line, with Falco's priority spelling.
 #include <zstd.h>
 
+#include <ctime>
+
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
 
 #include "backend/alert.h"
@@ -89,6 +93,41 @@ TEST_CASE("backend_alert: RFC 3339 round trip", "[unit]") {
   CHECK(!ParseRfc3339("2026-11-26 00:15:20", &ns));
   CHECK(!ParseRfc3339("2026-13-26T00:15:20Z", &ns));
   CHECK(!ParseRfc3339("2026-11-26T00:15:20.Z", &ns));
+  // The calendar arithmetic agrees with timegm, leap years and roll-over
+  // (Feb 31, second 60) included, from 1900 to 2200.
+  for (int y = 1900; y <= 2200; y += 7) {
+    for (int m = 1; m <= 12; ++m) {
+      for (int d : {1, 28, 29, 31}) {
+        std::tm tm{};
+        tm.tm_year = y - 1900, tm.tm_mon = m - 1, tm.tm_mday = d, tm.tm_hour = 23, tm.tm_min = 59, tm.tm_sec = 60;
+        std::string text = fmt::format("{:04}-{:02}-{:02}T23:59:60Z", y, m, d);
+        INFO(text);
+        REQUIRE(ParseRfc3339(text, &ns));
+        CHECK(ns == static_cast<int64_t>(timegm(&tm)) * 1000000000LL);
+      }
+    }
+  }
+}
+
+TEST_CASE("backend_alert: a batch's fields outlive the next parse on the thread", "[unit]") {
+  auto first = ParseBatch(R"({"events":[{"uuid":"first-uuid-0123456789","time":"2026-11-26T00:00:00Z",)"
+                          R"("rule":"First rule, long enough for the heap","priority":"ERROR",)"
+                          R"("output_fields":{"container.id":"c-first","aws.ecs.task.arn":"arn:first","agent.id":"ag1"}}]})");
+  REQUIRE(first.ok());
+  auto second = ParseBatch(R"({"events":[{"uuid":"second-uuid-9876543210","time":"2026-11-26T00:00:00Z",)"
+                           R"("rule":"Second rule, overwriting the parser's strings","priority":"Notice",)"
+                           R"("agent_id":"ag2","output_fields":{"container.id":"c-second","agent.id":"x"}}]})");
+  REQUIRE(second.ok());
+  const Alert& a = first->alerts[0];
+  CHECK(a.uuid == "first-uuid-0123456789");
+  CHECK(a.rule == "First rule, long enough for the heap");
+  CHECK(a.priority == "Error");
+  CHECK(a.container_id == "c-first");
+  CHECK(a.task_arn == "arn:first");
+  CHECK(a.agent_id == "ag1");
+  const Alert& b = second->alerts[0];
+  CHECK(b.agent_id == "ag2");  // agent_id wins over output_fields["agent.id"]
+  CHECK(b.task_arn.empty());
 }
 
 namespace {

@@ -7,6 +7,9 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <fmt/format.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -388,4 +391,119 @@ TEST_CASE("backend_ingest: idle keep-alive connections time out, connection cap 
   CHECK(c4.PostBatch(BatchBody({MakeAlert("after-idle")}), kKey).status == 200);
   auto r = c1.PostBatch(BatchBody({MakeAlert("stale")}), kKey);
   CHECK(r.status == 0);
+}
+
+namespace {
+
+// A raw TLS connection to the ingest port: the test decides how the bytes
+// of a request are cut into TLS records (one record per write).
+struct RawTls {
+  boost::asio::io_context io;
+  boost::asio::ssl::context ctx;
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream;
+
+  explicit RawTls(Fixture& f) : ctx(MakeCtx(f)), stream(io, ctx) {
+    boost::beast::get_lowest_layer(stream).connect(
+        {boost::asio::ip::make_address("127.0.0.1"), f.backend.ingest_port()});
+    boost::beast::get_lowest_layer(stream).socket().set_option(boost::asio::ip::tcp::no_delay(true));
+    REQUIRE(tls::SetPeerName(stream.native_handle(), "127.0.0.1").ok());
+    stream.handshake(boost::asio::ssl::stream_base::client);
+  }
+  static boost::asio::ssl::context MakeCtx(Fixture& f) {
+    tls::ClientConfig cc;
+    cc.ca_file = f.pki.ca_cert;
+    auto ctx = tls::MakeClientContext(cc);
+    REQUIRE(ctx.ok());
+    return std::move(*ctx);
+  }
+  static std::string Request(const std::string& body, size_t content_length) {
+    return fmt::format("POST /api/v1/events:batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n"
+                       "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                       kKey, content_length, body);
+  }
+  // Writes `bytes` as records of `piece` bytes, pausing now and then so
+  // that the server drains the socket mid-body.
+  void WriteInPieces(const std::string& bytes, size_t piece) {
+    for (size_t i = 0; i < bytes.size(); i += piece) {
+      boost::asio::write(stream, boost::asio::buffer(bytes.data() + i, std::min(piece, bytes.size() - i)));
+      if ((i / piece) % 64 == 63) usleep(2000);
+    }
+  }
+  http::response<http::string_body> ReadReply() {
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    return res;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("backend_ingest: a body cut into many small TLS records, two requests sharing records", "[integration]") {
+  Fixture f;
+  std::vector<json> a, b;
+  for (int i = 0; i < 60; ++i) a.push_back(MakeAlert("piece-a-" + std::to_string(i)));
+  for (int i = 0; i < 3; ++i) b.push_back(MakeMinerAlert("piece-b-" + std::to_string(i)));
+  std::string body_a = BatchBody(a), body_b = BatchBody(b);
+  REQUIRE(body_a.size() > 60000);
+  RawTls c(f);
+  // Header and body in 97-byte records; the second request starts inside
+  // the last record of the first.
+  c.WriteInPieces(RawTls::Request(body_a, body_a.size()) + RawTls::Request(body_b, body_b.size()), 97);
+  auto r1 = c.ReadReply();
+  CHECK(r1.result_int() == 200);
+  CHECK(json::parse(r1.body()) == json({{"accepted", 60}, {"new", 60}, {"duplicates", 0}}));
+  auto r2 = c.ReadReply();
+  CHECK(r2.result_int() == 200);
+  CHECK(json::parse(r2.body()) == json({{"accepted", 3}, {"new", 3}, {"duplicates", 0}}));
+  CHECK(f.StoredRows() == 63);
+  // The same connection, one large record-sized write per request.
+  std::vector<json> big;
+  for (int i = 0; i < 500; ++i) big.push_back(MakeAlert("piece-big-" + std::to_string(i)));
+  std::string body_big = BatchBody(big);
+  c.WriteInPieces(RawTls::Request(body_big, body_big.size()), 1 << 20);
+  CHECK(c.ReadReply().result_int() == 200);
+  CHECK(f.StoredRows() == 563);
+}
+
+TEST_CASE("backend_ingest: a client that stalls mid-body is cut off, nothing stored", "[integration]") {
+  Fixture f({"--timeout", "1"});
+  std::vector<json> alerts;
+  for (int i = 0; i < 50; ++i) alerts.push_back(MakeAlert("stall-" + std::to_string(i)));
+  std::string body = BatchBody(alerts);
+  RawTls c(f);
+  std::string request = RawTls::Request(body, body.size());
+  c.WriteInPieces(request.substr(0, request.size() - body.size() / 2), 4096);
+  // The server gives up on the request after its read timeout and closes
+  // the connection: the read ends with an error instead of a reply.
+  auto start = std::chrono::steady_clock::now();
+  boost::beast::error_code ec;
+  boost::beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(c.stream, buffer, res, ec);
+  CHECK(ec);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+  CHECK(f.StoredRows() == 0);
+  // The rest of the body, too late, goes nowhere; a new connection works.
+  HttpClient fresh = f.Ingest();
+  CHECK(fresh.PostBatch(body, kKey).status == 200);
+  CHECK(f.StoredRows() == 50);
+}
+
+TEST_CASE("backend_ingest: Connection: close ends with a TLS close_notify after the reply", "[integration]") {
+  Fixture f;
+  RawTls c(f);
+  std::string body = BatchBody({MakeAlert("close-1")});
+  std::string request = RawTls::Request(body, body.size());
+  request.insert(request.find("\r\n\r\n"), "\r\nConnection: close");
+  c.WriteInPieces(request, 1 << 20);
+  auto res = c.ReadReply();
+  CHECK(res.result_int() == 200);
+  CHECK(!res.keep_alive());
+  // A clean TLS end (eof), not a truncated stream or a reset.
+  char byte;
+  boost::beast::error_code ec;
+  c.stream.read_some(boost::asio::buffer(&byte, 1), ec);
+  CHECK(ec == boost::asio::error::eof);
+  CHECK(f.StoredRows() == 1);
 }

@@ -136,6 +136,52 @@ TEST_CASE("backend_store: a group commit gives each batch its own result", "[uni
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("backend_store: batches larger than one INSERT statement count new and duplicate alerts exactly",
+          "[unit]") {
+  std::string dir = MakeTempDir("backend_store_test");
+  auto store = Store::Open(dir + "/chunks.db");
+  REQUIRE(store.ok());
+  // 2.5 statements' worth: whole chunks, then single rows.
+  const size_t n = Store::kInsertChunk * 5 / 2;
+  std::vector<std::string> first;
+  for (size_t i = 0; i < n; ++i) first.push_back(fmt::format("c-{}", i));
+  auto a = ParseBatch(Body(first));
+  REQUIRE(a.ok());
+  auto ra = (*store)->InsertBatch(*a, 1);
+  REQUIRE(ra.ok());
+  CHECK(ra->inserted == n);
+  CHECK(ra->duplicates == 0);
+  REQUIRE(ra->new_indexes.size() == n);
+  CHECK(ra->new_indexes.back() == n - 1);
+  // A replay overlapping the first batch's second half, with an alert
+  // repeated inside one chunk and one repeated across chunks.
+  std::vector<std::string> second;
+  std::vector<size_t> expected_new;
+  for (size_t i = n / 2; i < n; ++i) second.push_back(fmt::format("c-{}", i));  // n - n/2 old
+  for (size_t i = 0; second.size() < n + 10; ++i) {
+    if (i == 3 || i == Store::kInsertChunk) {
+      second.push_back("d-0");  // a repeat of the first new one: a duplicate
+      continue;
+    }
+    expected_new.push_back(second.size());
+    second.push_back(fmt::format("d-{}", i));
+  }
+  auto b = ParseBatch(Body(second));
+  REQUIRE(b.ok());
+  auto rb = (*store)->InsertBatch(*b, 2);
+  REQUIRE(rb.ok());
+  CHECK(rb->inserted == expected_new.size());
+  CHECK(rb->duplicates == second.size() - expected_new.size());
+  CHECK(rb->new_indexes == expected_new);
+  Store::Query q;
+  q.limit = 10000;
+  auto page = (*store)->QueryEvents(q);
+  REQUIRE(page.ok());
+  CHECK(page->events.size() == n + expected_new.size());
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("backend_store: background checkpoints keep the WAL bounded under steady ingest", "[unit]") {
   std::string dir = MakeTempDir("backend_store_test");
   std::string path = dir + "/wal.db";
