@@ -36,6 +36,8 @@ bool KeyMatches(const std::string& got, const std::string& want) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  friend class AgentServer;  // RunCompletions: OnSpooled on the strand
+
   Session(tcp::socket socket, AgentServer* server, ssl::context* tls)
       : server_(server),
         tls_(tls != nullptr),
@@ -94,10 +96,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closing_) return;
     waiting_spool_ = false;
     auto handler = [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnRead(ec, n); };
+    // Straight into the decoder's buffer, after the partial frame left over.
+    auto room = asio::buffer(decoder_.Prepare(kReadBuffer), decoder_.room());
     if (tls_) {
-      stream_->async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(room, handler);
     } else {
-      Socket().async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(room, handler);
     }
   }
 
@@ -109,9 +113,13 @@ class Session : public std::enable_shared_from_this<Session> {
                                                                                  : ec.message(),
                    false);
     }
-    decoder_.Append(buf_.data(), n);
-    // This read's alerts, one JSON text per line, for one spool append.
+    decoder_.Commit(n);
+    // This read's alerts, one JSON text per line, for one spool append. An
+    // alert's JSON is about 1.2 times its CBOR (quotes, separators, the
+    // agent_id added): one allocation, not much more than needed while a
+    // thousand reads wait for the same group commit.
     std::string lines;
+    lines.reserve(decoder_.buffered() * 3 / 2 + 512);
     uint64_t count = 0, max_seq = 0;
     for (;;) {
       auto body = decoder_.NextBody();
@@ -122,13 +130,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!body->has_value()) break;
       // Alerts, nearly every frame, go straight from CBOR to JSON text.
       uint64_t seq = 0;
-      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &line_)) {
+      if (welcomed_ && link::AlertToJson(**body, agent_id_, &seq, &lines)) {
         if (seq <= last_seq_) {
           server_->metrics_->bad_frames++;
           return Close(fmt::format("alert seq {} after seq {}: not increasing", seq, last_seq_), true);
         }
         last_seq_ = max_seq = seq;
-        lines += line_;
         lines += '\n';
         ++count;
         continue;
@@ -179,14 +186,21 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (count == 0) return DoRead();
     waiting_spool_ = true;
-    server_->spool_->Append(std::move(lines), count, [self = shared_from_this(), max_seq, count](bool durable) {
-      asio::post(self->socket_.get_executor(), [self, max_seq, count, durable] {
-        if (!durable) return self->Close("spool write failed; the agent will resend", false);
-        self->server_->metrics_->alerts_in += count;
-        self->Send(link::EncodeFrame(link::MakeAck(max_seq)));
-        self->DoRead();
-      });
+    spooled_seq_ = max_seq;
+    spooled_count_ = count;
+    // Only `self` captured: small enough for std::function to keep inline.
+    server_->spool_->Append(std::move(lines), count, [self = shared_from_this()](bool durable) {
+      self->server_->Completed(AgentServer::Completion{self, durable});
     });
+  }
+
+  // The spool made this read's alerts durable (or failed to): ack them and
+  // read on. Posted to the strand by AgentServer::RunCompletions.
+  void OnSpooled(bool durable) {
+    if (!durable) return Close("spool write failed; the agent will resend", false);
+    server_->metrics_->alerts_in += spooled_count_;
+    Send(link::EncodeAckFrame(spooled_seq_));
+    DoRead();
   }
 
   bool OnHello(const link::Message& m) {
@@ -242,10 +256,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (e) return self->CloseSocket();
       self->Linger();
     };
+    // Read into the decoder's room: nothing is decoded any more.
+    auto discard = asio::buffer(decoder_.Prepare(kReadBuffer), kReadBuffer);
     if (tls_) {
-      stream_->async_read_some(asio::buffer(buf_), handler);
+      stream_->async_read_some(discard, handler);
     } else {
-      Socket().async_read_some(asio::buffer(buf_), handler);
+      Socket().async_read_some(discard, handler);
     }
   }
 
@@ -318,11 +334,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer watchdog_;
   Clock::time_point started_, last_read_, write_started_, closing_since_;
   bool waiting_spool_ = false;  // a read group is in the spool; no read pending
+  uint64_t spooled_seq_ = 0;    // while waiting_spool_: that group's last seq
+  uint64_t spooled_count_ = 0;  // and its alerts
   std::string peer_;
   std::string agent_id_;
-  std::array<char, kReadBuffer> buf_;
   link::FrameDecoder decoder_;
-  std::string line_;  // an alert's JSON text, reused
   std::deque<std::string> outbox_;
   bool writing_ = false;
   bool welcomed_ = false;
@@ -393,6 +409,31 @@ void AgentServer::DoAccept() {
     }
     DoAccept();
   });
+}
+
+void AgentServer::Completed(Completion completion) {
+  bool first;
+  {
+    std::lock_guard lock(completions_mu_);
+    first = completions_.empty();
+    completions_.push_back(std::move(completion));
+  }
+  if (first) asio::post(ioc_, [this] { RunCompletions(); });
+}
+
+void AgentServer::RunCompletions() {
+  std::vector<Completion> work;
+  {
+    std::lock_guard lock(completions_mu_);
+    work.swap(completions_);
+  }
+  // Posted from an I/O thread, these go to its own queue without waking
+  // anyone; the scheduler hands them to the other thread as it drains them.
+  for (Completion& c : work) {
+    Session* s = c.session.get();
+    asio::post(s->socket_.get_executor(),
+               [c = std::move(c)] { c.session->OnSpooled(c.durable); });
+  }
 }
 
 void AgentServer::Register(const std::shared_ptr<Session>& session) {

@@ -55,6 +55,15 @@ class AgentServer {
 
  private:
   friend class Session;
+  // A read's alerts made durable by the spool writer (or not). A group
+  // commit completes hundreds of reads at once; they reach the I/O threads
+  // with one post (one wake-up) instead of one each.
+  struct Completion {
+    std::shared_ptr<Session> session;
+    bool durable = false;
+  };
+  void Completed(Completion completion);  // any thread (the spool writer)
+  void RunCompletions();                  // an I/O thread
   void DoAccept();
   void Register(const std::shared_ptr<Session>& session);
   void Unregister(Session* session);
@@ -71,6 +80,9 @@ class AgentServer {
   std::shared_ptr<const std::vector<link::Policy>> policies_;        // GUARDED_BY(mu_)
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;    // GUARDED_BY(mu_)
   bool stopped_ = false;                                             // GUARDED_BY(mu_)
+
+  std::mutex completions_mu_;
+  std::vector<Completion> completions_;  // GUARDED_BY(completions_mu_): a RunCompletions is posted when non-empty
 };
 
 }  // namespace sidetrace::orchestrator

@@ -53,6 +53,7 @@ void AgentRegistry::UpdateStats(const std::string& id, json stats) {
 json AgentRegistry::TakeDirty(std::vector<std::string>* ids) {
   std::lock_guard lock(mu_);
   json out = json::array();
+  if (dirty_ == 0) return out;  // every POST asks; walking 1,000s of agents each time shows in profiles
   for (auto& [id, a] : agents_) {
     if (!a.dirty) continue;
     json j = a.metadata.is_object() ? a.metadata : json::object();

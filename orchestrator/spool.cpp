@@ -21,6 +21,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+constexpr auto kMinRoundInterval = std::chrono::milliseconds(10);
+
 // Writes every piece, in order, with as few writev calls as the kernel
 // allows (IOV_MAX pieces each); the pieces point into the appends, so a
 // round is not copied into one buffer first.
@@ -204,10 +206,20 @@ void Spool::PublishGauges() {
 
 void Spool::WriterLoop() {
   std::unique_lock lock(mu_);
+  // Swapped with pending_ each round and cleared after it, so the two
+  // vectors keep their capacity instead of growing again every round.
+  std::vector<Pending> work;
+  Clock::time_point last_round_;
   for (;;) {
     auto deadline = open_ ? open_since_ + options_.batch_max_delay : Clock::time_point::max();
     writer_cv_.wait_until(lock, deadline, [&] { return stop_ || !pending_.empty(); });
-    std::vector<Pending> work;
+    // Rounds start at most every kMinRoundInterval: at low rates the
+    // appends of several reads then share one fdatasync and one wake-up
+    // instead of taking one each (at 10k alerts/s: 270 rounds/s before).
+    if (!pending_.empty()) {
+      writer_cv_.wait_until(lock, last_round_ + kMinRoundInterval, [&] { return stop_; });
+    }
+    last_round_ = Clock::now();
     work.swap(pending_);
     bool stopping = stop_;
     lock.unlock();

@@ -20,6 +20,8 @@
 // durable with one fdatasync (plus the folder's fsync when the round created
 // a segment) and then runs the callbacks, so the cost of fdatasync is shared
 // by all agents and does not grow with the number of batches a round seals.
+// Rounds start at most every 10 ms, so that at low rates several reads share
+// a round instead of each waking the writer for its own fdatasync.
 //
 // Upstream batches: Take() hands out the oldest sealed batch merged with the
 // ones that follow it in the same segment, up to `take_max_events`: with a

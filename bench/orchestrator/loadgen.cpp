@@ -137,6 +137,8 @@ class AlertTemplate {
     for (int b = 0; b < 4; ++b) out[b] = static_cast<char>(length >> (8 * (3 - b)));
   }
 
+  size_t size() const { return frame_.size(); }
+
   // Appends alert `seq` created at `ns`; `time` is Rfc3339(ns).
   void Append(uint64_t seq, uint64_t ns, std::string_view time, std::string* out) const {
     size_t start = out->size();
@@ -183,32 +185,35 @@ class Conn : public std::enable_shared_from_this<Conn> {
   uint64_t unacked() const { return next_seq_ - 1 - acked_; }
 
   void SendAlerts(int count) {
-    std::string out;
     uint64_t ns = NowNs();
     std::string time = Rfc3339(ns);
+    std::string& out = Outgoing();
+    out.reserve(out.size() + static_cast<size_t>(count) * alert_.size());
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
     g_sent += static_cast<uint64_t>(count);
-    Write(std::move(out));
+    if (!writing_) StartWrite();
   }
 
  private:
-  void Write(std::string data) {
-    if (writing_) {
-      pending_ += data;
-      return;
-    }
-    current_ = std::move(data);
+  // Frames go into the buffer being written when no write is in flight,
+  // else into the next one; the two buffers keep their capacity, so
+  // sending allocates nothing.
+  std::string& Outgoing() { return writing_ ? pending_ : current_; }
+
+  void Write(std::string_view data) {
+    Outgoing().append(data);
+    if (!writing_) StartWrite();
+  }
+
+  void StartWrite() {
     writing_ = true;
     asio::async_write(socket_, asio::buffer(current_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
       self->writing_ = false;
-      if (ec) {
-        self->Fail("write: " + ec.message());
-        return;
-      }
+      self->current_.clear();
+      if (ec) return self->Fail("write: " + ec.message());
       if (!self->pending_.empty()) {
-        std::string next;
-        next.swap(self->pending_);
-        self->Write(std::move(next));
+        self->current_.swap(self->pending_);
+        self->StartWrite();
       }
     });
   }
@@ -218,29 +223,41 @@ class Conn : public std::enable_shared_from_this<Conn> {
       if (ec) return self->Fail("read: " + ec.message());
       self->decoder_.Append(self->buf_.data(), n);
       for (;;) {
-        auto m = self->decoder_.Next();
+        auto body = self->decoder_.NextBody();
+        if (!body.ok()) return self->Fail(body.status().message());
+        if (!body->has_value()) break;
+        // Acks, nearly every frame, in the orchestrator's layout are read in
+        // place; anything else gets the full decoder.
+        uint64_t seq = 0;
+        if (link::ParseAckBody(**body, &seq)) {
+          self->OnAck(seq);
+          continue;
+        }
+        auto m = link::DecodeBody(**body);
         if (!m.ok()) return self->Fail(m.status().message());
-        if (!m->has_value()) break;
-        switch ((*m)->type) {
+        switch (m->type) {
           case link::MessageType::kWelcome:
             self->welcomed_ = true;
             g_welcomed++;
             break;
           case link::MessageType::kReject:
             g_rejected++;
-            return self->Fail("rejected: " + (*m)->body["reason"].get<std::string>());
-          case link::MessageType::kAck: {
-            uint64_t seq = (*m)->body["seq"].get<uint64_t>();
-            g_acked += seq - self->acked_;
-            self->acked_ = seq;
+            return self->Fail("rejected: " + m->body["reason"].get<std::string>());
+          case link::MessageType::kAck:
+            self->OnAck(m->body["seq"].get<uint64_t>());
             break;
-          }
           default:
             break;
         }
       }
       self->DoRead();
     });
+  }
+
+  void OnAck(uint64_t seq) {
+    if (seq <= acked_ || seq >= next_seq_) return Fail(fmt::format("ack {} outside ({}, {})", seq, acked_, next_seq_));
+    g_acked += seq - acked_;
+    acked_ = seq;
   }
 
   void Fail(const std::string& why) {

@@ -109,6 +109,7 @@ print(f"agents={lg['agents']} welcomed={lg['welcomed']} target_rate={lg['target_
       f"backend_cpu={100 * (b1 - b0) / hz / wall:.0f}% loadgen_cpu={100 * lg.get('cpu_seconds', 0) / lg['seconds']:.0f}% "
       f"orch_rss_peak={int(sys.argv[10]) // 1024}MB batches={m.get('sidetrace_orchestrator_batches_sent_total')} "
       f"spool_dropped={m.get('sidetrace_orchestrator_spool_dropped_alerts_total')} "
+      f"spool_syncs={m.get('sidetrace_orchestrator_spool_syncs_total')} "
       f"loadavg={os.getloadavg()[0]:.1f}")
 # CPU per alert: each process's CPU time over the alerts it handled.
 orch_us = 1e6 * (o1 - o0) / hz / max(1, lg["acked"])

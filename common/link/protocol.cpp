@@ -1,11 +1,15 @@
 #include "common/link/protocol.h"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 namespace sidetrace::link {
 
@@ -191,6 +195,42 @@ std::string EncodeFrame(const Message& message) {
   return out;
 }
 
+namespace {
+// CBOR of {"seq": <seq>, "type": "ack"}, keys in nlohmann's (sorted) order,
+// after the header and version byte.
+constexpr std::string_view kAckSeqKey = "\xa2\x63seq";
+constexpr std::string_view kAckType = "\x64type\x63" "ack";
+}  // namespace
+
+std::string EncodeAckFrame(uint64_t seq) {
+  std::string out(kHeaderBytes, '\0');
+  out.push_back(static_cast<char>(kProtocolVersion));
+  out.append(kAckSeqKey);
+  // The shortest head, as nlohmann writes it.
+  int bytes = seq < 24 ? 0 : seq < 0x100 ? 1 : seq < 0x10000 ? 2 : seq < 0x100000000 ? 4 : 8;
+  out.push_back(static_cast<char>(bytes == 0 ? seq : bytes == 1 ? 24 : bytes == 2 ? 25 : bytes == 4 ? 26 : 27));
+  for (int b = bytes - 1; b >= 0; --b) out.push_back(static_cast<char>(seq >> (8 * b)));
+  out.append(kAckType);
+  uint32_t length = static_cast<uint32_t>(out.size() - kHeaderBytes);
+  for (int b = 0; b < 4; ++b) out[b] = static_cast<char>(length >> (8 * (3 - b)));
+  return out;
+}
+
+bool ParseAckBody(std::string_view body, uint64_t* seq) {
+  if (body.size() < 1 + kAckSeqKey.size() + 1 + kAckType.size() ||
+      static_cast<uint8_t>(body[0]) != kProtocolVersion || body.substr(1, kAckSeqKey.size()) != kAckSeqKey) {
+    return false;
+  }
+  body.remove_prefix(1 + kAckSeqKey.size());
+  uint8_t head = static_cast<uint8_t>(body[0]);
+  size_t bytes = head < 24 ? 0 : head == 24 ? 1 : head == 25 ? 2 : head == 26 ? 4 : head == 27 ? 8 : 9;
+  if (bytes == 9 || body.size() != 1 + bytes + kAckType.size() || body.substr(1 + bytes) != kAckType) return false;
+  uint64_t v = bytes == 0 ? head : 0;
+  for (size_t i = 1; i <= bytes; ++i) v = (v << 8) | static_cast<uint8_t>(body[i]);
+  *seq = v;
+  return true;
+}
+
 Result<uint32_t> ParseHeader(const uint8_t* header, size_t max_frame_bytes) {
   uint32_t length = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) |
                     (uint32_t{header[2]} << 8) | uint32_t{header[3]};
@@ -288,51 +328,184 @@ std::string DumpJson(const json& value) {
 
 namespace {
 
-// Appends `s` as a JSON string literal. False on invalid UTF-8.
-bool AppendJsonString(std::string_view s, std::string* out) {
-  out->push_back('"');
-  size_t run = 0;  // start of the bytes not yet copied
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      // Validate one UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
-      size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-      if (n == 0 || c > 0xf4 || i + n > s.size()) return false;
-      for (size_t k = 1; k < n; ++k) {
-        if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-      }
-      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
-          (c == 0xf4 && c1 >= 0x90)) {
-        return false;
-      }
-      i += n;
-      continue;
-    }
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      ++i;
-      continue;
-    }
-    out->append(s.data() + run, i - run);
-    static const char kHex[] = "0123456789abcdef";
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\t': out->append("\\t"); break;
-      case '\r': out->append("\\r"); break;
-      default: out->append({'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]});
-    }
-    run = ++i;
+// What a byte needs inside a JSON string: kPlain bytes are copied, kEscape
+// ones ('"', '\\', controls) escaped, kLead2/3/4 start a UTF-8 sequence of
+// that length to validate, kBad never appears in valid UTF-8 (continuation
+// bytes on their own, 0xc0/0xc1 overlongs, 0xf5.. beyond U+10FFFF).
+enum ByteClass : uint8_t { kPlain, kEscape, kLead2, kLead3, kLead4, kBad };
+
+constexpr std::array<uint8_t, 256> MakeByteClasses() {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = c < 0x20 || c == '"' || c == '\\' ? kEscape
+           : c < 0x80                        ? kPlain
+           : c < 0xc2                        ? kBad
+           : c < 0xe0                        ? kLead2
+           : c < 0xf0                        ? kLead3
+           : c < 0xf5                        ? kLead4
+                                             : kBad;
   }
-  out->append(s.data() + run, s.size() - run);
-  out->push_back('"');
+  return t;
+}
+constexpr std::array<uint8_t, 256> kByteClass = MakeByteClasses();
+
+// Non-zero when one of the 8 bytes in `x` is not kPlain: a control byte
+// (x - 0x20 borrows), '"' or '\\' (x ^ c - 1 borrows) or a byte >= 0x80.
+// Borrows only run upward from a byte that is a hit, so a zero result is
+// exact; a non-zero one is resolved byte by byte.
+inline uint64_t NeedsCare(uint64_t x) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  return ((x - kOnes * 0x20) | ((x ^ (kOnes * '"')) - kOnes) | ((x ^ (kOnes * '\\')) - kOnes) | x) &
+         (kOnes * 0x80);
+}
+
+// NeedsCare for 4 bytes.
+inline uint32_t NeedsCare4(uint32_t x) {
+  constexpr uint32_t kOnes = 0x01010101u;
+  return ((x - kOnes * 0x20) | ((x ^ (kOnes * '"')) - kOnes) | ((x ^ (kOnes * '\\')) - kOnes) | x) & (kOnes * 0x80);
+}
+
+// True when no byte of `s` needs escaping or UTF-8 validation. No branch
+// per byte: whole words, the last one overlapping (a check may look at a
+// byte twice); strings under 4 bytes through the table.
+inline bool AllPlain(std::string_view s) {
+  const char* p = s.data();
+  size_t n = s.size();
+  if (n >= 8) {
+    uint64_t care = 0, word;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      std::memcpy(&word, p + i, 8);
+      care |= NeedsCare(word);
+    }
+    std::memcpy(&word, p + n - 8, 8);
+    return (care | NeedsCare(word)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    return (NeedsCare4(a) | NeedsCare4(b)) == 0;
+  }
+  unsigned care = 0;
+  for (size_t i = 0; i < n; ++i) care |= kByteClass[static_cast<unsigned char>(p[i])];
+  return care == 0;
+}
+
+// memcpy for the short strings of an alert without a call: word copies,
+// the last one overlapping.
+inline void CopySmall(char* out, const char* p, size_t n) {
+  if (n >= 8) {
+    uint64_t word;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      std::memcpy(&word, p + i, 8);
+      std::memcpy(out + i, &word, 8);
+    }
+    std::memcpy(&word, p + n - 8, 8);
+    std::memcpy(out + n - 8, &word, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    std::memcpy(out, &a, 4);
+    std::memcpy(out + n - 4, &b, 4);
+  } else if (n > 0) {
+    out[0] = p[0];
+    out[n / 2] = p[n / 2];
+    out[n - 1] = p[n - 1];
+  }
+}
+
+// Writes `s` as a JSON string literal at *o (which has room for 6 bytes per
+// byte of s, plus 2) and advances it; the escapes are nlohmann's, so the
+// text is what DumpJson writes. False on invalid UTF-8 (RFC 3629: no
+// overlongs, no surrogates, nothing above U+10FFFF).
+bool PutJsonString(std::string_view s, char** o) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  char* out = *o;
+  *out++ = '"';
+  const char* p = s.data();
+  const char* end = p + s.size();
+  // Nearly every string (keys, rule names, paths, output) is plain ASCII:
+  // one pass without branches says so, then it is copied as is.
+  if (AllPlain(s)) {
+    CopySmall(out, p, s.size());
+    out += s.size();
+    *out++ = '"';
+    *o = out;
+    return true;
+  }
+  while (p < end) {
+    // Eight plain bytes at a time: nearly all of an alert's text.
+    if (end - p >= 8) {
+      uint64_t word;
+      std::memcpy(&word, p, 8);
+      if (NeedsCare(word) == 0) {
+        std::memcpy(out, p, 8);
+        out += 8;
+        p += 8;
+        continue;
+      }
+    }
+    unsigned char c = static_cast<unsigned char>(*p);
+    switch (kByteClass[c]) {
+      case kPlain:
+        *out++ = static_cast<char>(c);
+        ++p;
+        break;
+      case kEscape:
+        *out++ = '\\';
+        switch (c) {
+          case '"': *out++ = '"'; break;
+          case '\\': *out++ = '\\'; break;
+          case '\n': *out++ = 'n'; break;
+          case '\t': *out++ = 't'; break;
+          case '\r': *out++ = 'r'; break;
+          case '\b': *out++ = 'b'; break;
+          case '\f': *out++ = 'f'; break;
+          default:
+            std::memcpy(out, "u00", 3);
+            out[3] = kHex[c >> 4];
+            out[4] = kHex[c & 15];
+            out += 5;
+        }
+        ++p;
+        break;
+      case kBad:
+        return false;
+      default: {
+        size_t n = kByteClass[c] - kLead2 + 2;
+        if (static_cast<size_t>(end - p) < n) return false;
+        for (size_t k = 1; k < n; ++k) {
+          if ((static_cast<unsigned char>(p[k]) & 0xc0) != 0x80) return false;
+        }
+        unsigned char c1 = static_cast<unsigned char>(p[1]);
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+            (c == 0xf4 && c1 >= 0x90)) {
+          return false;
+        }
+        std::memcpy(out, p, n);
+        out += n;
+        p += n;
+      }
+    }
+  }
+  *out++ = '"';
+  *o = out;
   return true;
+}
+
+// The most JSON text AlertReader writes for a CBOR body of `cbor_bytes`
+// bytes: no input byte becomes more than 6 bytes of output (a control
+// character in a string is \u00XX; "false," is one byte; a 9-byte integer
+// at most 21), plus the agent_id it may add.
+size_t AlertJsonBound(size_t cbor_bytes, size_t agent_id_bytes) {
+  return 6 * cbor_bytes + 6 * agent_id_bytes + 64;
 }
 
 // An alert frame's CBOR, read by hand and written as the alert's JSON in
 // one pass (no document, no string copies: nlohmann's reader builds every
-// string a byte at a time). It takes only the plain subset agents send:
+// string a byte at a time) into a buffer of AlertJsonBound bytes, so no
+// write needs a bounds check. It takes only the plain subset agents send:
 // definite lengths, text strings, integers, 32/64-bit floats, true/false/
 // null. Anything else (half floats, byte strings, tags, indefinite lengths, invalid UTF-8, repeated
 // keys where the last would win) returns false and the frame takes the
@@ -340,42 +513,56 @@ bool AppendJsonString(std::string_view s, std::string* out) {
 // fuzzer checks that they agree.
 class AlertReader {
  public:
-  AlertReader(std::string_view cbor, std::string* out)
+  AlertReader(std::string_view cbor, char* out)
       : p_(reinterpret_cast<const uint8_t*>(cbor.data())), end_(p_ + cbor.size()), input_bytes_(cbor.size()),
         out_(out) {}
 
   // The frame: a map with "type": "alert", "seq": N > 0, "alert": {...}.
-  bool Frame(std::string_view agent_id, uint64_t* seq) {
+  // On success the alert's JSON is [out, *json_end).
+  bool Frame(std::string_view agent_id, uint64_t* seq, char** json_end) {
     uint64_t pairs = 0;
     if (!Container(5, &pairs)) return false;
     bool have_type = false, have_seq = false, have_alert = false;
+    char* const start = out_;
+    char* alert_end = out_;
     for (uint64_t i = 0; i < pairs; ++i) {
       std::string_view key;
       if (!Text(&key)) return false;
-      if (key == "type") {
+      if (Is(key, "type")) {
         std::string_view type;
-        if (have_type || !Text(&type) || type != "alert") return false;
+        if (have_type || !Text(&type) || !Is(type, "alert")) return false;
         have_type = true;
-      } else if (key == "seq") {
+      } else if (Is(key, "seq")) {
         uint8_t major = 0;
         if (have_seq || !Head(&major, seq) || major != 0 || *seq == 0) return false;
         have_seq = true;
-      } else if (key == "alert") {
-        if (have_alert || !Alert(agent_id)) return false;
+      } else if (Is(key, "alert")) {
+        if (have_alert) return false;
+        out_ = start;
+        if (!Alert(agent_id)) return false;
+        alert_end = out_;
         have_alert = true;
       } else {
-        std::string* keep = out_;
-        out_ = &skipped_;  // another field: checked, not kept
-        bool ok = Value(1);
-        out_ = keep;
-        skipped_.clear();
-        if (!ok) return false;
+        // Another field: checked, written after the alert and forgotten.
+        out_ = alert_end;
+        if (!Value(1)) return false;
       }
     }
+    *json_end = alert_end;
     return have_type && have_seq && have_alert && p_ == end_;
   }
 
  private:
+  template <size_t N>
+  static bool Is(std::string_view s, const char (&literal)[N]) {
+    return s.size() == N - 1 && std::memcmp(s.data(), literal, N - 1) == 0;
+  }
+  void Put(char c) { *out_++ = c; }
+  void Put(std::string_view s) {
+    std::memcpy(out_, s.data(), s.size());
+    out_ += s.size();
+  }
+
   // One item's head: major type and argument. Indefinite lengths and the
   // reserved values are refused.
   bool Head(uint8_t* major, uint64_t* value) {
@@ -416,31 +603,31 @@ class AlertReader {
     if (!Head(&major, &v)) return false;
     switch (major) {
       case 0:
-        out_->append(fmt::format_int(v).c_str());
+        out_ = fmt::format_to(out_, FMT_COMPILE("{}"), v);
         return true;
       case 1:
         if (v > static_cast<uint64_t>(INT64_MAX)) return false;
-        out_->append(fmt::format_int(-1 - static_cast<int64_t>(v)).c_str());
+        out_ = fmt::format_to(out_, FMT_COMPILE("{}"), -1 - static_cast<int64_t>(v));
         return true;
       case 3: {
         p_ = at;
         std::string_view s;
-        return Text(&s) && AppendJsonString(s, out_);
+        return Text(&s) && PutJsonString(s, &out_);
       }
       case 4:
       case 5: {
         if (depth + 1 > kMaxNesting || v > input_bytes_) return false;
-        out_->push_back(major == 4 ? '[' : '{');
+        Put(major == 4 ? '[' : '{');
         for (uint64_t i = 0; i < v; ++i) {
-          if (i > 0) out_->push_back(',');
+          if (i > 0) Put(',');
           if (major == 5) {
             std::string_view key;
-            if (!Text(&key) || !AppendJsonString(key, out_)) return false;
-            out_->push_back(':');
+            if (!Text(&key) || !PutJsonString(key, &out_)) return false;
+            Put(':');
           }
           if (!Value(depth + 1)) return false;
         }
-        out_->push_back(major == 4 ? ']' : '}');
+        Put(major == 4 ? ']' : '}');
         return true;
       }
       case 7:
@@ -455,11 +642,11 @@ class AlertReader {
             std::memcpy(&d, &v, sizeof d);
           }
           if (!std::isfinite(d)) return false;
-          out_->append(fmt::format("{}", d));
+          out_ = fmt::format_to(out_, "{}", d);
           return true;
         }
         if (v == 20 || v == 21 || v == 22) {
-          out_->append(v == 20 ? "false" : v == 21 ? "true" : "null");
+          Put(v == 20 ? std::string_view("false") : v == 21 ? std::string_view("true") : std::string_view("null"));
           return (*at & 31) == v;  // not a one-byte simple value in disguise
         }
         return false;
@@ -472,8 +659,7 @@ class AlertReader {
   bool Alert(std::string_view agent_id) {
     uint64_t pairs = 0;
     if (!Container(5, &pairs)) return false;
-    out_->clear();
-    out_->push_back('{');
+    Put('{');
     std::vector<std::string_view>& keys = keys_;
     keys.clear();
     int required = 0;
@@ -482,20 +668,25 @@ class AlertReader {
       std::string_view key;
       if (!Text(&key)) return false;
       for (std::string_view seen : keys) {
-        if (seen == key) return false;
+        if (seen.size() == key.size() &&
+            (key.empty() || (seen[0] == key[0] && std::memcmp(seen.data(), key.data(), key.size()) == 0))) {
+          return false;
+        }
       }
       keys.push_back(key);
-      if (i > 0) out_->push_back(',');
-      if (!AppendJsonString(key, out_)) return false;
-      out_->push_back(':');
-      has_agent = has_agent || key == "agent_id";
-      if (key == "uuid" || key == "rule" || key == "priority" || key == "time" || key == "output") {
+      if (i > 0) Put(',');
+      if (!PutJsonString(key, &out_)) return false;
+      Put(':');
+      has_agent = has_agent || Is(key, "agent_id");
+      bool output = Is(key, "output");
+      bool uuid = Is(key, "uuid");
+      if (output || uuid || Is(key, "rule") || Is(key, "priority") || Is(key, "time")) {
         std::string_view s;
-        if (!Text(&s) || !AppendJsonString(s, out_)) return false;
-        if (key == "output") continue;
-        if (s.empty() || (key == "uuid" && s.size() > kMaxIdBytes)) return false;
+        if (!Text(&s) || !PutJsonString(s, &out_)) return false;
+        if (output) continue;
+        if (s.empty() || (uuid && s.size() > kMaxIdBytes)) return false;
         ++required;
-      } else if (key == "output_fields") {
+      } else if (Is(key, "output_fields")) {
         if (p_ == end_ || (*p_ >> 5) != 5 || !Value(2)) return false;
       } else if (!Value(2)) {
         return false;
@@ -503,18 +694,19 @@ class AlertReader {
     }
     if (required != 4) return false;
     if (!has_agent) {
-      out_->append(",\"agent_id\":");
-      if (!AppendJsonString(agent_id, out_)) return false;
+      Put(",\"agent_id\":");
+      if (!PutJsonString(agent_id, &out_)) return false;
     }
-    out_->push_back('}');
+    Put('}');
     return true;
   }
 
   const uint8_t* p_;
   const uint8_t* end_;
   size_t input_bytes_;
-  std::string* out_;
-  std::string skipped_;
+  char* out_;
+  // Keys of the alert map so far, to refuse repeats. Few (about ten), so a
+  // linear scan beats hashing.
   std::vector<std::string_view> keys_;
 };
 
@@ -522,32 +714,47 @@ class AlertReader {
 
 bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json_out) {
   if (body.size() < 2 || static_cast<uint8_t>(body[0]) != kProtocolVersion) return false;
-  return AlertReader(body.substr(1), json_out).Frame(agent_id, seq);
+  // The JSON is written into a per-thread scratch buffer that is never
+  // shrunk (so never zero-filled again), then appended in one copy.
+  thread_local std::vector<char> scratch;
+  size_t bound = AlertJsonBound(body.size(), agent_id.size());
+  if (scratch.size() < bound) scratch.resize(bound);
+  char* end = nullptr;
+  if (!AlertReader(body.substr(1), scratch.data()).Frame(agent_id, seq, &end)) return false;
+  json_out->append(scratch.data(), static_cast<size_t>(end - scratch.data()));
+  return true;
+}
+
+char* FrameDecoder::Prepare(size_t size) {
+  if (offset_ > 0) {
+    std::memmove(buffer_.get(), buffer_.get() + offset_, end_ - offset_);
+    end_ -= offset_;
+    offset_ = 0;
+  }
+  if (capacity_ - end_ < size) {
+    size_t capacity = std::max(end_ + size, 2 * capacity_);
+    auto grown = std::make_unique_for_overwrite<char[]>(capacity);
+    if (end_ > 0) std::memcpy(grown.get(), buffer_.get(), end_);
+    buffer_ = std::move(grown);
+    capacity_ = capacity;
+  }
+  return buffer_.get() + end_;
 }
 
 void FrameDecoder::Append(const char* data, size_t size) {
-  if (offset_ > 0 && offset_ == buffer_.size()) {
-    buffer_.clear();
-    offset_ = 0;
-  }
-  buffer_.append(data, size);
+  if (size == 0) return;
+  std::memcpy(Prepare(size), data, size);
+  Commit(size);
 }
 
 Result<std::optional<std::string_view>> FrameDecoder::NextBody() {
   if (!error_.ok()) return error_;
-  // Compact once the consumed prefix dominates, so the buffer stays bounded
-  // by about two frames. Done here, before handing out a view, so that the
-  // previous view stays valid until this call.
-  if (offset_ > 0 && offset_ > buffer_.size() / 2) {
-    buffer_.erase(0, offset_);
-    offset_ = 0;
-  }
-  size_t avail = buffer_.size() - offset_;
+  size_t avail = end_ - offset_;
   if (avail < kHeaderBytes) return std::optional<std::string_view>();
-  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.data() + offset_), max_frame_bytes_);
+  auto length = ParseHeader(reinterpret_cast<const uint8_t*>(buffer_.get() + offset_), max_frame_bytes_);
   if (!length.ok()) return error_ = length.status();
   if (avail < kHeaderBytes + *length) return std::optional<std::string_view>();
-  std::string_view body = std::string_view(buffer_).substr(offset_ + kHeaderBytes, *length);
+  std::string_view body(buffer_.get() + offset_ + kHeaderBytes, *length);
   offset_ += kHeaderBytes + *length;
   return std::optional<std::string_view>(body);
 }

@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -86,6 +87,14 @@ Message MakePolicyUpdate(const std::vector<Policy>& policies);
 // Header + version + CBOR, ready to write.
 std::string EncodeFrame(const Message& message);
 
+// The ack, sent once per agent read, written by hand: the same bytes as
+// EncodeFrame(MakeAck(seq)) without building a document.
+std::string EncodeAckFrame(uint64_t seq);
+// True with *seq set when `body` (version byte + CBOR) is an ack laid out as
+// EncodeAckFrame writes it (any width of the integer); false for anything
+// else, which DecodeBody then judges (other valid encodings of an ack too).
+bool ParseAckBody(std::string_view body, uint64_t* seq);
+
 // Parses the 4-byte length prefix. Error when 0 or above max_frame_bytes.
 Result<uint32_t> ParseHeader(const uint8_t* header, size_t max_frame_bytes);
 
@@ -106,31 +115,45 @@ std::string DumpJson(const nlohmann::json& value);
 // The fast path for the orchestrator's hottest frame: an alert frame body
 // (version byte + CBOR) turned straight into the alert's JSON text, without
 // building a document. When the alert has no "agent_id", `agent_id` is added.
-// Returns true with *seq and *json set for a valid alert frame. Returns false
-// for anything else (another type, an invalid or unusual alert: duplicate
-// keys, byte strings, non-finite floats, invalid UTF-8): DecodeBody then
+// Returns true with *seq set and the JSON appended to *json for a valid alert
+// frame. Returns false, *json untouched, for anything else (another type, an
+// invalid or unusual alert: duplicate keys, byte strings, non-finite floats,
+// invalid UTF-8): DecodeBody then
 // gives the exact answer, so this never accepts what DecodeBody rejects.
 bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq, std::string* json);
 
-// Incremental decoder for a byte stream: Append what was read, then call
-// Next() until it returns nullopt (needs more bytes) or an error (the stream
-// is unusable from then on and every later call returns the same error).
+// Incremental decoder for a byte stream: Append what was read (or read
+// straight into Prepare()'s room and Commit), then call Next() until it
+// returns nullopt (needs more bytes) or an error (the stream is unusable
+// from then on and every later call returns the same error).
 class FrameDecoder {
  public:
   explicit FrameDecoder(size_t max_frame_bytes = kDefaultMaxFrameBytes)
       : max_frame_bytes_(max_frame_bytes) {}
 
   void Append(const char* data, size_t size);
+  // Room for at least `size` more bytes, for a read that skips the copy of
+  // Append: the bytes consumed so far are dropped (what is left, a partial
+  // frame, moves to the front). Invalidates views from NextBody.
+  char* Prepare(size_t size);
+  size_t room() const { return capacity_ - end_; }
+  // Adds `size` bytes written at Prepare()'s pointer. REQUIRES: size <= room().
+  void Commit(size_t size) { end_ += size; }
+
   Result<std::optional<Message>> Next();
   // The next whole frame's body (version byte + CBOR), undecoded; valid
-  // until the next call. Errors (header only) are sticky like Next()'s.
+  // until Append/Prepare. Errors (header only) are sticky like Next()'s.
   Result<std::optional<std::string_view>> NextBody();
-  size_t buffered() const { return buffer_.size() - offset_; }
+  size_t buffered() const { return end_ - offset_; }
 
  private:
   size_t max_frame_bytes_;
-  std::string buffer_;
-  size_t offset_ = 0;  // bytes of buffer_ already consumed
+  // [offset_, end_) of buffer_ is unconsumed. Not a std::string: growing
+  // one zero-fills the bytes a read then overwrites.
+  std::unique_ptr<char[]> buffer_;
+  size_t capacity_ = 0;
+  size_t offset_ = 0;
+  size_t end_ = 0;
   Status error_;
 };
 

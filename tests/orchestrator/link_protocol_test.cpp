@@ -148,20 +148,75 @@ TEST_CASE("the alert fast path gives the alert's JSON or defers to DecodeBody", 
   auto want = alert;
   want["agent_id"] = "agent-1";
   CHECK(nlohmann::json::parse(json) == want);
-  // An agent_id the alert carries is kept.
+  // An agent_id the alert carries is kept; the JSON is appended.
   alert["agent_id"] = "own";
+  json = "kept\n";
   REQUIRE(AlertToJson(body(MakeAlert(8, alert)), "agent-1", &seq, &json));
-  CHECK(nlohmann::json::parse(json)["agent_id"] == "own");
+  REQUIRE(json.substr(0, 5) == "kept\n");
+  CHECK(nlohmann::json::parse(json.substr(5))["agent_id"] == "own");
+
+  // Every control character, quotes and backslashes escaped, multi-byte
+  // UTF-8 kept, at every position relative to the 8-byte scan.
+  std::string text;
+  for (int c = 1; c < 0x20; ++c) text += static_cast<char>(c);
+  text += "\"\\/plain text that is long enough\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+  for (size_t shift = 0; shift < 9; ++shift) {
+    auto a = alert;
+    a["output"] = std::string(shift, 'x') + text;
+    json.clear();
+    REQUIRE(AlertToJson(body(MakeAlert(9, a)), "agent-1", &seq, &json));
+    CHECK(nlohmann::json::parse(json) == a);
+    CHECK(json.find(DumpJson(a["output"])) != std::string::npos);
+  }
+  // Short strings (the word checks have 8-, 4- and 1-byte paths): one
+  // special byte at each position of each length.
+  for (std::string special : {"\"", "\\", "\n", "\x1f", "\xc3\xa9", "\x7f"}) {
+    for (size_t len = 0; len < 12; ++len) {
+      for (size_t at = 0; at <= len; ++at) {
+        auto a = alert;
+        a["output"] = std::string(at, 'a') + special + std::string(len - at, 'b');
+        json.clear();
+        REQUIRE(AlertToJson(body(MakeAlert(9, a)), "agent-1", &seq, &json));
+        CHECK(json.find("\"output\":" + DumpJson(a["output"])) != std::string::npos);
+      }
+    }
+  }
 
   // Not alerts, or alerts DecodeBody refuses or stores differently: false.
   auto no_uuid = alert;
   no_uuid.erase("uuid");
   auto bad_fields = alert;
   bad_fields["output_fields"] = "x";
-  auto bad_utf8 = alert;
-  bad_utf8["output"] = "\xff";
-  for (const std::string& b : {body(MakeAlert(0, alert)), body(MakeAlert(1, no_uuid)), body(MakeAlert(1, bad_fields)),
-                               body(MakeAlert(1, bad_utf8)), body(MakeHeartbeat(5)), std::string("\x01\xff")}) {
-    CHECK_FALSE(AlertToJson(b, "agent-1", &seq, &json));
+  std::vector<std::string> bad_texts = {"\xff", "0123456789\x80", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                        "abcdefgh\xe2\x82"};
+  std::vector<std::string> bodies = {body(MakeAlert(0, alert)), body(MakeAlert(1, no_uuid)),
+                                     body(MakeAlert(1, bad_fields)), body(MakeHeartbeat(5)), std::string("\x01\xff")};
+  for (const std::string& t : bad_texts) {
+    auto bad_utf8 = alert;
+    bad_utf8["output"] = t;
+    bodies.push_back(body(MakeAlert(1, bad_utf8)));
   }
+  for (const std::string& b : bodies) {
+    json = "kept";
+    CHECK_FALSE(AlertToJson(b, "agent-1", &seq, &json));
+    CHECK(json == "kept");
+  }
+}
+
+TEST_CASE("acks are written and read by hand, byte for byte as the encoder's", "[link]") {
+  for (uint64_t seq : {0ull, 1ull, 23ull, 24ull, 255ull, 256ull, 65535ull, 65536ull, 4294967295ull, 4294967296ull,
+                       18446744073709551615ull}) {
+    std::string frame = EncodeAckFrame(seq);
+    CHECK(frame == EncodeFrame(MakeAck(seq)));
+    uint64_t got = 0;
+    REQUIRE(ParseAckBody(std::string_view(frame).substr(kHeaderBytes), &got));
+    CHECK(got == seq);
+  }
+  uint64_t got = 0;
+  std::string body = EncodeAckFrame(5).substr(kHeaderBytes);
+  CHECK_FALSE(ParseAckBody(body + "x", &got));
+  CHECK_FALSE(ParseAckBody(body.substr(0, body.size() - 1), &got));
+  CHECK_FALSE(ParseAckBody(EncodeFrame(MakeHeartbeat(5)).substr(kHeaderBytes), &got));
+  body[0] = 2;  // another protocol version
+  CHECK_FALSE(ParseAckBody(body, &got));
 }

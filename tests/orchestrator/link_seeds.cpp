@@ -23,5 +23,11 @@ int main(int argc, char** argv) {
   for (const Message& m : all) {
     std::ofstream(std::string(argv[1]) + "/seed" + std::to_string(i++), std::ios::binary) << EncodeFrame(m);
   }
+  // Bodies alone (what the alert and ack fast paths read): an alert whose
+  // text mixes long plain runs, escapes and multi-byte UTF-8, and an ack.
+  alert["output"] = "Sensitive file opened \"/etc/shadow\"\n\tby caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x01 (user=root)";
+  std::ofstream(std::string(argv[1]) + "/body-alert", std::ios::binary)
+      << EncodeFrame(MakeAlert(3, alert)).substr(kHeaderBytes);
+  std::ofstream(std::string(argv[1]) + "/body-ack", std::ios::binary) << EncodeAckFrame(300).substr(kHeaderBytes);
   return 0;
 }
