@@ -27,6 +27,8 @@
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;
+
+int g_containers = 0;  // --containers
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using namespace sidetrace;
@@ -120,14 +122,21 @@ class AlertTemplate {
     CborText("output", &out);
     CborText("Sensitive file opened for reading by non-trusted program (file=/etc/shadow gparent=bash)", &out);
     CborText("output_fields", &out);
-    CborHead(5, 6, &out);
+    CborHead(5, 7, &out);
     CborText("evt.time", &out);
     ns_at_ = out.size() + 1;
     CborU64(0, &out);
     for (const char* kv : {"fd.name", "/etc/shadow", "proc.name", "cat", "proc.cmdline", "cat /etc/shadow",
-                           "user.name", "root", "container.id", "0123456789ab"}) {
+                           "user.name", "root"}) {
       CborText(kv, &out);
     }
+    // By default each connection is an agent in its own container and task,
+    // as on ECS: the backend's container and task indexes see as many keys.
+    const int container = g_containers > 0 ? index % g_containers : index;
+    CborText("container.id", &out);
+    CborText(fmt::format("{:012x}", 0x3f1c00000000ULL + static_cast<uint64_t>(container)), &out);
+    CborText("aws.ecs.task.arn", &out);
+    CborText(fmt::format("arn:aws:ecs:us-east-1:123456789012:task/bench/{:032x}", container), &out);
     CborText("seq", &out);
     seq_at_ = out.size() + 1;
     CborU64(0, &out);
@@ -291,6 +300,8 @@ int main(int argc, char** argv) {
       "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
       "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
       "threads", po::value(&threads)->default_value(threads), "event loops")(
+      "containers", po::value(&g_containers)->default_value(0),
+      "distinct containers (and tasks) the agents run in; 0: one per agent, as on ECS")(
       "run-id", po::value(&g_run)->default_value(""), "agent id prefix, also hashed into the uuids (default: random)");
   po::variables_map vm;
   try {
