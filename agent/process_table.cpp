@@ -195,8 +195,9 @@ Proc* ProcessTable::ByTid(pid_t tid) {
   auto it = threads_.find(tid);
   if (it != threads_.end()) return it->second.get();
   // A new process forked from a known one (the usual first sight: a fork
-  // child's first trapped call): one /proc read, since a new process's /proc
-  // entries are slow to instantiate. pidfd_open succeeds only for a thread
+  // child's first trapped call): AddForkChild, without /proc where the
+  // kernel allows, since a new process's /proc entries are slow to
+  // instantiate. pidfd_open succeeds only for a thread
   // group's leader, which tells a process from a thread; what fork copies
   // comes from the parent's entry, and what may have changed since (an
   // exec, chdir, set*id) is marked for reading when next needed.
