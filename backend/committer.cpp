@@ -5,6 +5,8 @@
 #include <chrono>
 #include <vector>
 
+#include "common/util/log.h"
+
 namespace sidetrace::backend {
 
 namespace {
@@ -42,11 +44,17 @@ void Committer::Run() {
   pthread_setname_np(pthread_self(), "st-committer");  // per-thread CPU in top and the bench
   std::vector<Item> group;
   std::vector<const Batch*> batches;
+  // When rows were first seen above the side tables' watermark.
+  bool unindexed = false;
+  std::chrono::steady_clock::time_point unindexed_since;
+  const auto delay = std::chrono::seconds(Store::kSideIndexDelaySeconds);
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, nothing left
+      auto ready = [&] { return stopping_ || !queue_.empty(); };
+      if (unindexed) cv_.wait_until(lock, unindexed_since + delay, ready);
+      else cv_.wait(lock, ready);
+      if (queue_.empty() && stopping_) return;  // nothing left
       size_t alerts = 0;
       while (!queue_.empty() && (group.empty() || alerts + queue_.front().batch->alerts.size() <= max_group_alerts_)) {
         alerts += queue_.front().batch->alerts.size();
@@ -54,15 +62,33 @@ void Committer::Run() {
         queue_.pop_front();
       }
     }
-    for (const Item& item : group) batches.push_back(item.batch.get());
-    auto results = store_->InsertBatches(batches, NowNs());
-    metrics_->commits++;
-    for (size_t i = 0; i < group.size(); ++i) {
-      if (results.ok()) group[i].done(std::move((*results)[i]));
-      else group[i].done(results.status());
+    if (!group.empty()) {
+      for (const Item& item : group) batches.push_back(item.batch.get());
+      auto results = store_->InsertBatches(batches, NowNs());
+      metrics_->commits++;
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (results.ok()) group[i].done(std::move((*results)[i]));
+        else group[i].done(results.status());
+      }
+      group.clear();
+      batches.clear();
     }
-    group.clear();
-    batches.clear();
+    // Side tables: in bulk, after the group's replies went out.
+    int64_t rows = store_->UnindexedRows();
+    auto now = std::chrono::steady_clock::now();
+    if (rows > 0 && !unindexed) unindexed_since = now;
+    unindexed = rows > 0;
+    if (unindexed && (rows >= Store::kSideIndexRows || now >= unindexed_since + delay)) {
+      auto n = store_->IndexSideTables();
+      if (n.ok()) {
+        log::Debug("side tables indexed", "rows={} ms={}", *n,
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - now).count());
+        unindexed = false;
+      } else {
+        log::Warn("side index failed", "error={}", log::Quote(n.status().message()));
+        unindexed_since = now;  // again after the delay
+      }
+    }
   }
 }
 

@@ -71,6 +71,34 @@ ALTER TABLE events DROP COLUMN priority;
 ALTER TABLE events DROP COLUMN source;
 ALTER TABLE events DROP COLUMN hostname;
 )sql",
+    // 3: container and task side index tables instead of per-row indexes
+    // (Store::IndexSideTables). Existing rows are indexed here, in key order
+    // (read through the old indexes), so the watermark starts at the top.
+    R"sql(
+CREATE TABLE events_by_container (
+  container_id  TEXT NOT NULL,
+  time_ns       INTEGER NOT NULL,
+  id            INTEGER NOT NULL,
+  PRIMARY KEY (container_id, time_ns, id)
+) WITHOUT ROWID;
+CREATE TABLE events_by_task (
+  task_arn      TEXT NOT NULL,
+  time_ns       INTEGER NOT NULL,
+  id            INTEGER NOT NULL,
+  PRIMARY KEY (task_arn, time_ns, id)
+) WITHOUT ROWID;
+CREATE TABLE side_index_state (
+  one           INTEGER PRIMARY KEY CHECK (one = 1),
+  indexed_to    INTEGER NOT NULL
+);
+INSERT INTO events_by_container SELECT container_id, time_ns, id FROM events WHERE container_id <> ''
+  ORDER BY container_id, time_ns, id;
+INSERT INTO events_by_task SELECT task_arn, time_ns, id FROM events WHERE task_arn <> ''
+  ORDER BY task_arn, time_ns, id;
+INSERT INTO side_index_state VALUES (1, (SELECT coalesce(max(id), 0) FROM events));
+DROP INDEX events_container;
+DROP INDEX events_task;
+)sql",
 };
 
 class Stmt {
@@ -215,6 +243,11 @@ Status Store::Init() {
     Stmt ps(writer_, "PRAGMA page_size");
     if (ps.ok() && ps.Step() == SQLITE_ROW) page_size_ = ps.Int(0);
   }
+  {
+    std::lock_guard lock(write_mu_);
+    st = ReadIds();
+    if (!st.ok()) return st;
+  }
   auto r = OpenConnection(path_, true);
   if (!r.ok()) return r.status();
   reader_ = *r;
@@ -308,12 +341,70 @@ Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<
     st = InsertOne(*batches[i], now_ns, &results[i]);
     if (!st.ok()) break;
   }
+  int64_t max_id = 0;
+  if (st.ok()) {
+    if (sqlite3_step(max_id_) == SQLITE_ROW) max_id = sqlite3_column_int64(max_id_, 0);
+    else st = Err(writer_, "max id");
+    sqlite3_reset(max_id_);
+  }
   if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
   if (!st.ok()) {
     (void)Exec(writer_, "ROLLBACK");
     return st;
   }
+  top_id_ = max_id;
   return results;
+}
+
+Status Store::ReadIds() {
+  Stmt m(writer_, "SELECT coalesce(max(id), 0), (SELECT indexed_to FROM side_index_state) FROM events");
+  if (!m.ok() || m.Step() != SQLITE_ROW) return Err(writer_, "watermark");
+  top_id_ = m.Int(0);
+  indexed_to_ = m.Int(1);
+  return Status::Ok();
+}
+
+int64_t Store::UnindexedRows() {
+  std::lock_guard lock(write_mu_);
+  return top_id_ - indexed_to_;
+}
+
+Result<int64_t> Store::IndexSideTables() {
+  std::lock_guard lock(write_mu_);
+  Status st = Exec(writer_, "BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  st = ReadIds();
+  int64_t from = indexed_to_, to = top_id_;
+  // Sorted by key, so each container's (task's) new entries go into its
+  // leaves together. OR IGNORE: a row is only ever indexed once (the
+  // watermark commits with its side rows), but an entry already present
+  // must not stop the watermark for good.
+  const char* sql[] = {
+      "INSERT OR IGNORE INTO events_by_container SELECT container_id, time_ns, id FROM events "
+      "WHERE id > ?1 AND id <= ?2 AND container_id <> '' ORDER BY 1, 2, 3",
+      "INSERT OR IGNORE INTO events_by_task SELECT task_arn, time_ns, id FROM events "
+      "WHERE id > ?1 AND id <= ?2 AND task_arn <> '' ORDER BY 1, 2, 3",
+      "UPDATE side_index_state SET indexed_to = ?2",
+  };
+  for (const char* q : sql) {
+    if (!st.ok()) break;
+    Stmt s(writer_, q);
+    if (!s.ok()) {
+      st = Err(writer_, "side index");
+      break;
+    }
+    sqlite3_bind_int64(s.get(), 1, from);
+    sqlite3_bind_int64(s.get(), 2, to);
+    if (s.Step() != SQLITE_DONE) st = Err(writer_, "side index");
+  }
+  if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
+  if (!st.ok()) {
+    (void)Exec(writer_, "ROLLBACK");
+    (void)ReadIds();
+    return st;
+  }
+  indexed_to_ = to;
+  return to - from;
 }
 
 Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result) {
@@ -412,45 +503,61 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
   return Status::Ok();
 }
 
-Result<Store::Page> Store::QueryEvents(const Query& q) {
-  // Every parameter is numbered ("?N") so that one value can be used twice.
-  std::string sql = "SELECT json,time_ns,id FROM events WHERE 1";
+Result<Store::Sql> Store::BuildQuery(const Query& q) {
+  // Every parameter is numbered ("?N") so that one value can be used in
+  // both parts of a side-table query.
+  Sql out;
   int pos = 0;
-  std::vector<std::function<void(sqlite3_stmt*)>> binds;
   auto bind_text = [&](std::string v) {
     int p = ++pos;
-    binds.push_back([p, v](sqlite3_stmt* s) {
+    out.binds.push_back([p, v](sqlite3_stmt* s) {
       sqlite3_bind_text(s, p, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
     });
     return fmt::format("?{}", p);
   };
   auto bind_int = [&](int64_t v) {
     int p = ++pos;
-    binds.push_back([p, v](sqlite3_stmt* s) { sqlite3_bind_int64(s, p, v); });
+    out.binds.push_back([p, v](sqlite3_stmt* s) { sqlite3_bind_int64(s, p, v); });
     return fmt::format("?{}", p);
   };
-  if (q.since_ns > 0) sql += std::string(" AND time_ns >= ").append(bind_int(q.since_ns));
-  if (q.until_ns > 0) sql += std::string(" AND time_ns < ").append(bind_int(q.until_ns));
+  // Conditions on the event row's own columns (`e`: its table alias, or "").
+  std::string since, until, cursor_t, cursor_id;
+  if (q.since_ns > 0) since = bind_int(q.since_ns);
+  if (q.until_ns > 0) until = bind_int(q.until_ns);
+  if (!q.cursor.empty()) {
+    long long ct = 0, cid = 0;
+    if (std::sscanf(q.cursor.c_str(), "%lld_%lld", &ct, &cid) != 2)
+      return Status::InvalidArgument("cursor: malformed");
+    cursor_t = bind_int(ct);
+    cursor_id = bind_int(cid);
+  }
+  // Time and cursor: on the side table's key when it drives the query.
+  auto time_conds = [&](const std::string& t) {
+    std::string c;
+    if (!since.empty()) c += fmt::format(" AND {}time_ns >= {}", t, since);
+    if (!until.empty()) c += fmt::format(" AND {}time_ns < {}", t, until);
+    if (!cursor_t.empty()) c += fmt::format(" AND ({0}time_ns, {0}id) < ({1}, {2})", t, cursor_t, cursor_id);
+    return c;
+  };
+  std::string rest;  // with "{e}" where the table alias goes
   if (!q.rules.empty()) {
-    sql += " AND rule IN (";
+    rest += " AND {e}rule IN (";
     for (size_t i = 0; i < q.rules.size(); ++i) {
-      if (i) sql += ',';
-      sql += bind_text(q.rules[i]);
+      if (i) rest += ',';
+      rest += bind_text(q.rules[i]);
     }
-    sql += ")";
+    rest += ")";
   }
   if (!q.priorities.empty()) {
-    sql += " AND priority_num IN (";
+    rest += " AND {e}priority_num IN (";
     for (size_t i = 0; i < q.priorities.size(); ++i) {
-      if (i) sql += ',';
-      sql += bind_int(q.priorities[i]);
+      if (i) rest += ',';
+      rest += bind_int(q.priorities[i]);
     }
-    sql += ")";
+    rest += ")";
   }
-  if (q.min_priority >= 0) sql += std::string(" AND priority_num <= ").append(bind_int(q.min_priority));
-  if (!q.container.empty()) sql += std::string(" AND container_id = ").append(bind_text(q.container));
-  if (!q.task.empty()) sql += std::string(" AND task_arn = ").append(bind_text(q.task));
-  if (!q.agent.empty()) sql += std::string(" AND agent_id = ").append(bind_text(q.agent));
+  if (q.min_priority >= 0) rest += " AND {e}priority_num <= " + bind_int(q.min_priority);
+  if (!q.agent.empty()) rest += " AND {e}agent_id = " + bind_text(q.agent);
   if (!q.text.empty()) {
     std::string like = "%";
     for (char c : q.text) {
@@ -459,26 +566,58 @@ Result<Store::Page> Store::QueryEvents(const Query& q) {
     }
     like += "%";
     std::string p = bind_text(like);
-    sql += fmt::format(" AND (rule LIKE {0} ESCAPE '\\' OR json LIKE {0} ESCAPE '\\')", p);
+    rest += fmt::format(" AND ({{e}}rule LIKE {0} ESCAPE '\\' OR {{e}}json LIKE {0} ESCAPE '\\')", p);
   }
-  if (!q.cursor.empty()) {
-    long long ct = 0, cid = 0;
-    if (std::sscanf(q.cursor.c_str(), "%lld_%lld", &ct, &cid) != 2)
-      return Status::InvalidArgument("cursor: malformed");
-    std::string t = bind_int(ct), id = bind_int(cid);
-    sql += fmt::format(" AND (time_ns < {0} OR (time_ns = {0} AND id < {1}))", t, id);
+  std::string container = q.container.empty() ? "" : bind_text(q.container);
+  std::string task = q.task.empty() ? "" : bind_text(q.task);
+  auto with_alias = [&](const std::string& e) { return fmt::format(fmt::runtime(rest), fmt::arg("e", e)); };
+  out.limit = std::clamp(q.limit, 1, 10000);
+  int fetch = out.limit + 1;  // one more: tells whether there is a next page
+  if (container.empty() && task.empty()) {
+    // Condition order: the time index serves time, cursor and order.
+    out.text = "SELECT json,time_ns,id FROM events WHERE 1" + time_conds("") + with_alias("") +
+               fmt::format(" ORDER BY time_ns DESC, id DESC LIMIT {}", fetch);
+    return out;
   }
-  int limit = std::clamp(q.limit, 1, 10000);
-  sql += fmt::format(" ORDER BY time_ns DESC, id DESC LIMIT {}", limit + 1);
+  // Container and/or task: the rows up to the watermark through a side
+  // table (container's when both are given), the ones above it by row id
+  // (NOT INDEXED: the time index would scan every row for `id > W`), each
+  // part ordered and limited, then merged.
+  bool by_container = !container.empty();
+  std::string side = by_container ? "events_by_container" : "events_by_task";
+  std::string key = by_container ? "container_id" : "task_arn";
+  std::string side_rest = with_alias("e.");
+  if (by_container && !task.empty()) side_rest += " AND e.task_arn = " + task;
+  std::string recent_rest = with_alias("");
+  if (!container.empty()) recent_rest += " AND container_id = " + container;
+  if (!task.empty()) recent_rest += " AND task_arn = " + task;
+  out.text = fmt::format(
+      "SELECT json,time_ns,id FROM ("
+      "SELECT * FROM (SELECT e.json AS json, s.time_ns AS time_ns, s.id AS id FROM {side} s CROSS JOIN events e "
+      "ON e.id = s.id WHERE s.{key} = {value}{side_time}{side_rest} ORDER BY s.time_ns DESC, s.id DESC LIMIT {n}) "
+      "UNION ALL "
+      "SELECT * FROM (SELECT json, time_ns, id FROM events NOT INDEXED "
+      "WHERE id > (SELECT indexed_to FROM side_index_state){recent_time}{recent_rest} "
+      "ORDER BY time_ns DESC, id DESC LIMIT {n})"
+      ") ORDER BY time_ns DESC, id DESC LIMIT {n}",
+      fmt::arg("side", side), fmt::arg("key", key), fmt::arg("value", by_container ? container : task),
+      fmt::arg("side_time", time_conds("s.")), fmt::arg("side_rest", side_rest),
+      fmt::arg("recent_time", time_conds("")), fmt::arg("recent_rest", recent_rest), fmt::arg("n", fetch));
+  return out;
+}
+
+Result<Store::Page> Store::QueryEvents(const Query& q) {
+  auto sql = BuildQuery(q);
+  if (!sql.ok()) return sql.status();
   std::lock_guard lock(read_mu_);
-  Stmt s(reader_, sql.c_str());
+  Stmt s(reader_, sql->text.c_str());
   if (!s.ok()) return Err(reader_, "query");
-  for (auto& b : binds) b(s.get());
+  for (auto& b : sql->binds) b(s.get());
   Page page;
   int rc;
   int64_t last_t = 0, last_id = 0;
   while ((rc = s.Step()) == SQLITE_ROW) {
-    if (static_cast<int>(page.events.size()) == limit) {
+    if (static_cast<int>(page.events.size()) == sql->limit) {
       page.next_cursor = fmt::format("{}_{}", last_t, last_id);
       break;
     }
@@ -488,6 +627,18 @@ Result<Store::Page> Store::QueryEvents(const Query& q) {
   }
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Err(reader_, "query");
   return page;
+}
+
+Result<std::vector<std::string>> Store::ExplainQueryEvents(const Query& q) {
+  auto sql = BuildQuery(q);
+  if (!sql.ok()) return sql.status();
+  std::lock_guard lock(read_mu_);
+  Stmt s(reader_, ("EXPLAIN QUERY PLAN " + sql->text).c_str());
+  if (!s.ok()) return Err(reader_, "explain");
+  for (auto& b : sql->binds) b(s.get());
+  std::vector<std::string> plan;
+  while (s.Step() == SQLITE_ROW) plan.push_back(s.Text(3));
+  return plan;
 }
 
 Result<std::optional<std::string>> Store::GetEvent(const std::string& uuid) {
@@ -585,12 +736,55 @@ Result<json> Store::Agents() {
 
 Result<int64_t> Store::DeleteOlderThan(int64_t cutoff_ns, int max_rows) {
   std::lock_guard lock(write_mu_);
-  Stmt s(writer_, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time_ns < ? LIMIT ?)");
-  if (!s.ok()) return Err(writer_, "retention");
-  sqlite3_bind_int64(s.get(), 1, cutoff_ns);
-  sqlite3_bind_int(s.get(), 2, max_rows);
-  if (s.Step() != SQLITE_DONE) return Err(writer_, "retention");
-  return static_cast<int64_t>(sqlite3_changes(writer_));
+  Status st = Exec(writer_, "BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  int64_t deleted = 0;
+  {
+    // Each victim's side rows by their exact key, then the row itself.
+    Stmt pick(writer_, "SELECT id, time_ns, container_id, task_arn FROM events WHERE time_ns < ? LIMIT ?");
+    Stmt del_c(writer_, "DELETE FROM events_by_container WHERE container_id = ?1 AND time_ns = ?2 AND id = ?3");
+    Stmt del_t(writer_, "DELETE FROM events_by_task WHERE task_arn = ?1 AND time_ns = ?2 AND id = ?3");
+    Stmt del_e(writer_, "DELETE FROM events WHERE id = ?");
+    // A new row gets the largest id + 1: once the rows at the top are gone
+    // that can be at or below the watermark, so the watermark comes down to
+    // the largest id left (the side tables hold nothing above it then).
+    Stmt lower(writer_,
+               "UPDATE side_index_state SET indexed_to = min(indexed_to, (SELECT coalesce(max(id), 0) FROM events))");
+    if (!pick.ok() || !del_c.ok() || !del_t.ok() || !del_e.ok() || !lower.ok()) st = Err(writer_, "retention");
+    struct Victim {
+      int64_t id, time_ns;
+      std::string container, task;
+    };
+    std::vector<Victim> victims;
+    if (st.ok()) {
+      sqlite3_bind_int64(pick.get(), 1, cutoff_ns);
+      sqlite3_bind_int(pick.get(), 2, max_rows);
+      int rc;
+      while ((rc = pick.Step()) == SQLITE_ROW) victims.push_back({pick.Int(0), pick.Int(1), pick.Text(2), pick.Text(3)});
+      if (rc != SQLITE_DONE) st = Err(writer_, "retention");
+    }
+    for (const Victim& v : victims) {
+      if (!st.ok()) break;
+      for (auto [del, key] : {std::pair{&del_c, &v.container}, std::pair{&del_t, &v.task}}) {
+        sqlite3_reset(del->get());
+        BindText(del->get(), 1, *key);
+        sqlite3_bind_int64(del->get(), 2, v.time_ns);
+        sqlite3_bind_int64(del->get(), 3, v.id);
+        if (del->Step() != SQLITE_DONE) st = Err(writer_, "retention");
+      }
+      sqlite3_reset(del_e.get());
+      sqlite3_bind_int64(del_e.get(), 1, v.id);
+      if (st.ok() && del_e.Step() != SQLITE_DONE) st = Err(writer_, "retention");
+      ++deleted;
+    }
+    if (st.ok() && lower.Step() != SQLITE_DONE) st = Err(writer_, "retention");
+  }
+  if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
+  if (!st.ok()) (void)Exec(writer_, "ROLLBACK");
+  Status ids = ReadIds();
+  if (!st.ok()) return st;
+  if (!ids.ok()) return ids;
+  return deleted;
 }
 
 Status Store::Ping() {
