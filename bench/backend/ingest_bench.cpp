@@ -17,10 +17,13 @@
 //   ninja -C build sidetrace-backend backend_ingest_bench
 //   SIDETRACE_BUILD_DIR=build build/bench/backend/backend_ingest_bench [--batches N] [--batch-size N]
 //       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]
-//       [--containers N]
+//       [--containers N] [--db FILE]
 // --containers N: alert i comes from container and task i % N (default 1,
 // one container, the best case for the container and task indexes; 1,000
 // is an orchestrator's fleet of tasks).
+// --db FILE: store into FILE and keep it (default: a new file, removed
+// after): run again on the same file to measure at a database size (the
+// alerts' ids and times then come from the clock, so runs never overlap).
 //   (DIR=/dev/shm separates CPU cost from disk cost)
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -265,7 +268,7 @@ class PipelinedSender {
 
 int main(int argc, char** argv) {
   int batches = 100, batch_size = 1000, pipeline = 1, containers = 1;
-  std::string encoding, db_dir, sync = "full", uuid = "v7";
+  std::string encoding, db_dir, db_file, sync = "full", uuid = "v7";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batches")) batches = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch-size")) batch_size = std::atoi(argv[i + 1]);
@@ -274,12 +277,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--encoding")) encoding = argv[i + 1];
     else if (!std::strcmp(argv[i], "--db-dir")) db_dir = argv[i + 1];
     else if (!std::strcmp(argv[i], "--containers")) containers = std::max(1, std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--db")) db_file = argv[i + 1];
     else if (!std::strcmp(argv[i], "--uuid") && (!std::strcmp(argv[i + 1], "v7") || !std::strcmp(argv[i + 1], "v4")))
       uuid = argv[i + 1];
     else {
       std::fprintf(stderr,
                    "usage: %s [--batches N] [--batch-size N] [--pipeline W] [--sync full|normal] "
-                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4] [--containers N]\n",
+                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4] [--containers N] [--db FILE]\n",
                    argv[0]);
       return 2;
     }
@@ -291,7 +295,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", pki.status().message().c_str());
     return 1;
   }
-  std::string db = (db_dir.empty() ? dir : db_dir) + "/bench.db";
+  std::string db = !db_file.empty() ? db_file : (db_dir.empty() ? dir : db_dir) + "/bench.db";
   BackendProcess backend;
   std::string err = backend.Start({"--ingest", "127.0.0.1:0", "--http", "127.0.0.1:0", "--cert", pki->server_cert,
                                    "--key", pki->server_key, "--db", db, "--access-key", "bench-key",
@@ -304,9 +308,10 @@ int main(int argc, char** argv) {
   }
 
   // Every body first: the client's own work during the run is TLS only.
-  std::mt19937_64 rng(42);
+  std::mt19937_64 rng(db_file.empty() ? 42 : static_cast<uint64_t>(NowNs()));
   std::vector<std::string> reqs;  // each serialised: header and body
   size_t bytes = 0, wire = 0;
+  // 1 us apart: with --db, a later run's alerts follow an earlier one's.
   int64_t t0 = NowNs() - 3600LL * 1000000000LL;
   for (int b = 0; b < batches; ++b) {
     std::vector<json> alerts;
@@ -399,7 +404,7 @@ int main(int argc, char** argv) {
   backend.Kill(SIGTERM);
   backend.Wait();
   std::filesystem::remove_all(dir);
-  if (!db_dir.empty())
+  if (db_file.empty() && !db_dir.empty())
     for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
   return rc;
 }
