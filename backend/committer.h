@@ -5,7 +5,11 @@
 // write, fsync) are both a few milliseconds; with the commit on its own
 // thread the I/O threads parse the next batch while the previous one
 // commits, and every batch that queued up while a COMMIT was running goes
-// into the next transaction, so one fsync covers all of them.
+// into the next transaction, so one fsync covers all of them. It also
+// fills the store's container and task side tables in bulk
+// (Store::IndexSideTables), after a group's replies went out, once
+// Store::kSideIndexRows rows wait for it or kSideIndexDelaySeconds after the
+// first did; batches arriving meanwhile wait and commit together.
 //
 // Contract: Submit() hands over a parsed batch; `done` is called exactly
 // once, on the committer thread, after the transaction holding the batch

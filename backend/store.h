@@ -78,10 +78,10 @@ class Store {
   // Page size of a new database file. An ingest commit writes mostly new
   // table pages, so larger pages mean fewer WAL writes, b-tree splits and
   // checkpoint copies (per 1,000 alerts from one container: 4 KiB 32 ms of
-  // backend CPU, 16 and 64 KiB ~17-19 ms with time-ordered ids). But alerts
-  // from many containers dirty one leaf per container in the container and
-  // task indexes, each written whole: with 1,000 containers and 2M rows a
-  // commit costs 154 ms at 64 KiB and still rising, 75 ms at 16 KiB
+  // backend CPU, 16 and 64 KiB ~17-19 ms with time-ordered ids). While
+  // container and task had per-row indexes, alerts from many containers
+  // dirtied one leaf per container in them, each written whole: with 1,000
+  // containers and 2M rows a commit cost 154 ms at 64 KiB, 75 ms at 16 KiB
   // (bench/RESULTS.md, "Session 4, storage"). An existing file keeps its
   // page size.
   static constexpr int kPageSize = 16384;
@@ -138,7 +138,7 @@ class Store {
   int64_t UnindexedRows();
   // Adds every row above the watermark to the side tables, sorted by key,
   // and moves the watermark to the highest id, in one transaction. Returns
-  // the number of rows indexed.
+  // how far the watermark moved (ids; rows, but for deleted ones).
   Result<int64_t> IndexSideTables();
   // The plan of QueryEvents(query) (EXPLAIN QUERY PLAN), one line per step.
   Result<std::vector<std::string>> ExplainQueryEvents(const Query& query);
