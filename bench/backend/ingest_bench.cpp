@@ -17,10 +17,12 @@
 //   ninja -C build sidetrace-backend backend_ingest_bench
 //   SIDETRACE_BUILD_DIR=build build/bench/backend/backend_ingest_bench [--batches N] [--batch-size N]
 //       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]
-//       [--containers N] [--db FILE]
+//       [--containers N] [--rules N] [--db FILE]
 // --containers N: alert i comes from container and task i % N (default 1,
 // one container, the best case for the container and task indexes; 1,000
 // is an orchestrator's fleet of tasks).
+// --rules N: alert i's rule is "Bench rule <i % N>" (default: the two
+// realistic rules; the rule index's cost with many rules).
 // --db FILE: store into FILE and keep it (default: a new file, removed
 // after): run again on the same file to measure at a database size (the
 // alerts' ids and times then come from the clock, so runs never overlap).
@@ -267,7 +269,7 @@ class PipelinedSender {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int batches = 100, batch_size = 1000, pipeline = 1, containers = 1;
+  int batches = 100, batch_size = 1000, pipeline = 1, containers = 1, rules = 0;
   std::string encoding, db_dir, db_file, sync = "full", uuid = "v7";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batches")) batches = std::atoi(argv[i + 1]);
@@ -278,12 +280,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--db-dir")) db_dir = argv[i + 1];
     else if (!std::strcmp(argv[i], "--containers")) containers = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--db")) db_file = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--rules")) rules = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--uuid") && (!std::strcmp(argv[i + 1], "v7") || !std::strcmp(argv[i + 1], "v4")))
       uuid = argv[i + 1];
     else {
       std::fprintf(stderr,
                    "usage: %s [--batches N] [--batch-size N] [--pipeline W] [--sync full|normal] "
-                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4] [--containers N] [--db FILE]\n",
+                   "[--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4] [--containers N] [--rules N] [--db FILE]\n",
                    argv[0]);
       return 2;
     }
@@ -320,6 +323,7 @@ int main(int argc, char** argv) {
       int64_t t = t0 + (static_cast<int64_t>(b) * batch_size + i) * 1000;
       std::string id = MakeUuid(rng, uuid == "v7", t);
       alerts.push_back(i % 5 == 0 ? MakeMinerAlert(id, t) : MakeAlert(id, "Read sensitive file untrusted", "Warning", t));
+      if (rules > 0) alerts.back()["rule"] = fmt::format("Bench rule {}", i % rules);
       if (containers > 1) {
         int c = i % containers;
         auto& fields = alerts.back()["output_fields"];
@@ -396,6 +400,7 @@ int main(int argc, char** argv) {
   std::printf("client CPU (this process: TLS encryption, sends): %.1f ms per batch\n", client_cpu / batches * 1e3);
   std::printf("load average before: %s, after: %s\n", load_before.c_str(), LoadAverage().c_str());
   std::string ids = containers > 1 ? fmt::format("{}, {} containers", uuid, containers) : uuid;
+  if (rules > 0) ids += fmt::format(", {} rules", rules);
   std::printf("| %s | %s | W=%d | %.0f | %.1f ms | %.1f ms | %.1f ms (%.1f commit) | %s |\n", ids.c_str(), sync.c_str(), pipeline,
               events / wall, pct(0.50) * 1e3, pct(0.99) * 1e3, cpu / batches * 1e3, commit_cpu / batches * 1e3,
               load_before.c_str());
