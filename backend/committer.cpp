@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -44,15 +45,16 @@ void Committer::Run() {
   pthread_setname_np(pthread_self(), "st-committer");  // per-thread CPU in top and the bench
   std::vector<Item> group;
   std::vector<const Batch*> batches;
-  // When rows were first seen above the side tables' watermark.
+  // When rows were first seen above the side tables' watermark; after a
+  // failed bulk, none before retry_at.
   bool unindexed = false;
-  std::chrono::steady_clock::time_point unindexed_since;
+  std::chrono::steady_clock::time_point unindexed_since, retry_at;
   const auto delay = std::chrono::seconds(Store::kSideIndexDelaySeconds);
   for (;;) {
     {
       std::unique_lock lock(mu_);
       auto ready = [&] { return stopping_ || !queue_.empty(); };
-      if (unindexed) cv_.wait_until(lock, unindexed_since + delay, ready);
+      if (unindexed) cv_.wait_until(lock, std::max(unindexed_since + delay, retry_at), ready);
       else cv_.wait(lock, ready);
       if (queue_.empty() && stopping_) return;  // nothing left
       size_t alerts = 0;
@@ -78,7 +80,7 @@ void Committer::Run() {
     auto now = std::chrono::steady_clock::now();
     if (rows > 0 && !unindexed) unindexed_since = now;
     unindexed = rows > 0;
-    if (unindexed && (rows >= Store::kSideIndexRows || now >= unindexed_since + delay)) {
+    if (unindexed && now >= retry_at && (rows >= Store::kSideIndexRows || now >= unindexed_since + delay)) {
       auto n = store_->IndexSideTables();
       if (n.ok()) {
         log::Debug("side tables indexed", "rows={} ms={}", *n,
@@ -86,7 +88,7 @@ void Committer::Run() {
         unindexed = false;
       } else {
         log::Warn("side index failed", "error={}", log::Quote(n.status().message()));
-        unindexed_since = now;  // again after the delay
+        retry_at = now + delay;
       }
     }
   }

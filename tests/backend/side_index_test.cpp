@@ -149,6 +149,7 @@ std::vector<std::string> Jsons(const std::vector<Raw::Row>& rows) {
 // Every container, task, and a few combinations with other filters: the
 // store's pages equal the full scan.
 void CheckQueries(Store& store, Raw& raw, int containers) {
+  CHECK(AllPages(store, {}, 9) == Jsons(raw.Rows("1")));  // no filter: the time index, ties on time by id
   for (int c = 0; c < containers; ++c) {
     std::string cid = fmt::format("c{}", c), task = fmt::format("arn:task/{}", c / 2);
     INFO("container " << cid);
@@ -256,6 +257,13 @@ TEST_CASE("backend_side_index: both parts of a container or task query use an in
     for (const auto& line : *plan)
       if (line.rfind("SCAN", 0) == 0) CHECK((line.rfind("SCAN (subquery-", 0) == 0 || line == "SCAN side_index_state"));
   }
+  // Without container or task: the time index, cursor included.
+  Store::Query plain;
+  plain.cursor = fmt::format("{}_{}", kT0, 250);
+  auto plan = (*store)->ExplainQueryEvents(plain);
+  REQUIRE(plan.ok());
+  REQUIRE(plan->size() == 1);
+  CHECK(plan->front().rfind("SEARCH events USING INDEX events_time (", 0) == 0);
   store->reset();
   std::filesystem::remove_all(dir);
 }
