@@ -10,6 +10,7 @@
 #include <boost/beast/version.hpp>
 #include <nlohmann/json.hpp>
 #include <openssl/ssl.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -243,7 +244,12 @@ Status Forwarder::Start() {
     if (!st.ok()) return st;
     clients_.push_back(std::move(client));
   }
-  for (auto& c : clients_) threads_.emplace_back([this, client = c.get()] { Run(client); });
+  for (auto& c : clients_) {
+    threads_.emplace_back([this, client = c.get()] {
+      pthread_setname_np(pthread_self(), "st-forward");  // top -H, perf, bench/orchestrator/run.sh
+      Run(client);
+    });
+  }
   return Status::Ok();
 }
 
