@@ -39,6 +39,8 @@ class EventSink {
 
   // True when anything looks at events: building one is then worth it.
   bool wanted() const { return fd_ >= 0 || consumer_ != nullptr; }
+  // Whether every event is written out (--events-out), in full.
+  bool records() const { return fd_ >= 0; }
   void Emit(event::Event& e, bool may_alert = true);
   // Points e.container at the current container snapshot, as Emit does: for
   // a look at an event before it is emitted (the rules' MayMatch at entry).

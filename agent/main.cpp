@@ -35,6 +35,7 @@ constexpr const char* kUsage =
     "set as an environment variable: --events-out is SIDETRACE_EVENTS_OUT.\n";
 
 struct Flags {
+  int nice = 0;
   std::string events_out, log_level = "warn", mode = "auto", emulate, lifecycle;
   bool fail_closed = false;
   std::vector<std::string> rules;
@@ -125,6 +126,9 @@ int main(int argc, char** argv) {
        "seccomp: learn execs from the seccomp filter and ptrace only an exec a rule may match; ptrace: ptrace "
        "fork, clone, exec and exit of every process, a complete record whose descendants cannot outlive the "
        "agent (default: seccomp, or ptrace with --events-out)")
+      ("nice", po::value(&f.nice),
+       "nice value of the tracer thread, -20 to 19 (the workload keeps its own; lowering it needs CAP_SYS_NICE "
+       "or RLIMIT_NICE, e.g. ECS ulimit nice=30)")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
@@ -205,6 +209,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (vm.count("nice")) {
+    if (f.nice < -20 || f.nice > 19) {
+      std::cerr << "sidetrace-agent: --nice: expected -20 to 19, got " << f.nice << "\n";
+      return 2;
+    }
+    options.nice = f.nice;
+  }
+
   // An events file is a record: every fork, clone, exec and exit in it.
   if (f.lifecycle.empty()) f.lifecycle = f.events_out.empty() ? "seccomp" : "ptrace";
   if (f.lifecycle == "seccomp") options.lifecycle = agent::Lifecycle::kSeccomp;
@@ -248,6 +260,7 @@ int main(int argc, char** argv) {
     }
     rules->SetFilter(options.trapped);
     options.may_match = [runner = rules.get()](const event::Event& e) { return runner->MayMatch(e); };
+    options.reads_cwd = [runner = rules.get()](event::EventType type) { return runner->ReadsCwd(type); };
   } else if (r.status().code() == Status::Code::kNotFound && f.rules.empty()) {
     log::Warn("running without rules", "reason={}", log::Quote(r.status().message()));
   } else {

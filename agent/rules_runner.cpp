@@ -108,6 +108,11 @@ bool RulesRunner::MayMatch(const event::Event& e) {
   return engine_->MayMatch(e);
 }
 
+bool RulesRunner::ReadsCwd(event::EventType type) {
+  TakePendingPolicies();
+  return engine_->CwdEventTypes().test(static_cast<size_t>(type));
+}
+
 void RulesRunner::OnEvent(const event::Event& e) {
   TakePendingPolicies();
   engine_->Evaluate(e, [&](const rules::Rule& rule) {

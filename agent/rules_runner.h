@@ -50,6 +50,9 @@ class RulesRunner {
   // Whether an enabled rule may match `e`, an event whose result (evt.res,
   // fd.num...) is not known yet: the tracer pays for the result only then.
   bool MayMatch(const event::Event& e);
+  // Whether an enabled rule judges or describes events of `type` with
+  // proc.cwd (the tracer reads a process's cwd from /proc only then).
+  bool ReadsCwd(event::EventType type);
 
   // Every alert also goes to `forward` (the orchestrator link), on the tracer
   // thread. REQUIRES: before the first event.

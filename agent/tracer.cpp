@@ -342,6 +342,7 @@ struct Tracer::Impl {
   OpenEmulator emulator;
   EventSink* sink = nullptr;
   event::Event ev;
+  Proc* ev_owner_ = nullptr;  // the process ev is about (NewEvent)
   std::string path_;     // the path argument of the open being handled
   std::string scratch_;  // text formatted for ev, reused
   // What the open path did, logged at exit (--log-level info).
@@ -487,6 +488,7 @@ struct Tracer::Impl {
       ChildMain(sv[1], want_filter ? &prog.value() : nullptr, need_nnp);
     }
     close(sv[1]);
+    SetTracerNice();
     // The agent holds a pidfd per traced process: let it use its hard
     // descriptor limit (the workload, forked already, keeps its own).
     rlimit nofile{};
@@ -595,6 +597,19 @@ struct Tracer::Impl {
     return true;
   }
 
+  // --nice, for the tracer thread only (the workload, forked already, and
+  // threads started earlier keep theirs).
+  void SetTracerNice() {
+    if (!opt.nice) return;
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(self), *opt.nice) == 0) {
+      log::Info("tracer scheduling", "nice={}", *opt.nice);
+      return;
+    }
+    log::Info("cannot change the tracer's nice value; it keeps its own (allow it with CAP_SYS_NICE or ulimit nice)",
+              "nice={} error={}", *opt.nice, log::Quote(strerror(errno)));
+  }
+
   // Tracing is impossible: one error line, then the workload runs untraced
   // (true), or with --fail-closed it is killed and the agent fails (false).
   bool Untraceable(const char* what, int err, int sock) {
@@ -616,22 +631,46 @@ struct Tracer::Impl {
     ev.type = type;
     ev.time_ns = NowNs();
     ev.tid = tid;
+    ev_owner_ = p;
     if (p) {
-      if (!p->cwd_valid) {
-        std::string cwd;
-        if (Readlink("/proc/" + std::to_string(tid) + "/cwd", &cwd)) {
-          if (cwd.empty() || cwd.back() != '/') cwd += '/';
-          p->info->cwd = std::move(cwd);
-          p->cwd_valid = true;
-        }
+      // A working directory (a /proc path walk on a new process) is read
+      // for a record and for events that a rule looks at with proc.cwd,
+      // except an exec at its entry: there MayMatch treats it as unknown,
+      // and an exec a rule may match is judged at its ptrace stop, where
+      // the whole process is read again.
+      if (!p->cwd_valid && (sink->records() || !opt.reads_cwd ||
+                            (type != EventType::kExecve && type != EventType::kExecveat && opt.reads_cwd(type)))) {
+        LoadCwd(tid, p);
       }
+      ev.proc_cwd_unknown = !p->cwd_valid;
       if (creds && !p->ids_valid) LoadIds(tid, p);
       ev.proc = p->info.get();
     }
     return ev;
   }
 
-  void Emit() { sink->Emit(ev); }
+  // The event, complete, to the rules and the record. (An exec judged at
+  // the process's next call, where ptrace was refused, completes its cwd
+  // here, while the process waits for the reply.)
+  void Emit() {
+    if (ev.proc_cwd_unknown && ev_owner_ && opt.reads_cwd && opt.reads_cwd(ev.type)) {
+      ev.proc_cwd_unknown = !LoadCwd(ev.tid, ev_owner_);
+    }
+    sink->Emit(ev);
+  }
+
+  // proc.cwd of `tid`'s process, from /proc (a path walk: ~20 us on a fresh
+  // process here), kept until a chdir, fchdir, chroot or exec. True when
+  // known.
+  static bool LoadCwd(pid_t tid, Proc* p) {
+    if (p->cwd_valid) return true;
+    std::string cwd;
+    if (!Readlink("/proc/" + std::to_string(tid) + "/cwd", &cwd)) return false;
+    if (cwd.empty() || cwd.back() != '/') cwd += '/';
+    p->info->cwd = std::move(cwd);
+    p->cwd_valid = true;
+    return true;
+  }
 
   // user.uid, user.gid and thread.cap_effective of `tid`'s process: for a
   // leader, from its pidfd (PIDFD_GET_INFO) and capget, a hundred times
@@ -993,7 +1032,7 @@ struct Tracer::Impl {
     // descriptor, AT_EMPTY_PATH) and the 32-bit ABIs go the exact way.
     const bool native = sys == Sys::kExecve && req.data.arch == AUDIT_ARCH_X86_64 && req.data.nr == SYS_execve;
     if (may_match && native && ReadExecArgs(tid, req.data.args[0], req.data.args[1]) && StillValid(req.id)) {
-      NewEvent(EventType::kExecve, tid, p, /*creds=*/false);  // makes p's cwd current
+      NewEvent(EventType::kExecve, tid, p, /*creds=*/false);
       exec_image_ = *p->info;
       std::string_view base = path_;
       if (size_t slash = base.rfind('/'); slash != std::string_view::npos) base.remove_prefix(slash + 1);
@@ -1044,7 +1083,7 @@ struct Tracer::Impl {
   // neither ELF nor a script on an ELF interpreter: binfmt_misc).
   enum class Prediction { kImage, kFails, kUnknown };
   Prediction PredictExe(Proc* p, event::ProcessInfo* image, FileId* file) {
-    if (!p->same_root || (path_.empty() || (path_[0] != '/' && !p->cwd_valid))) return Prediction::kUnknown;
+    if (!p->same_root || path_.empty() || (path_[0] != '/' && !LoadCwd(p->info->pid, p))) return Prediction::kUnknown;
     ResolveName(path_[0] == '/' ? std::string_view() : std::string_view(p->info->cwd), path_, &scratch_);
     const ExeCache::Entry* e = exe_cache_.Inspect(scratch_, p->info->pid);
     if (!e) return errno == ENOENT || errno == ENOTDIR ? Prediction::kFails : Prediction::kUnknown;
@@ -1246,7 +1285,7 @@ struct Tracer::Impl {
     std::string_view base;
     if (!path_.empty() && path_[0] != '/') {
       if (dirfd == AT_FDCWD) {
-        if (!p->cwd_valid) return false;
+        if (!LoadCwd(p->info->pid, p)) return false;
         base = p->info->cwd;
       } else {
         if (!Readlink(fmt::format("/proc/{}/fd/{}", p->info->pid, dirfd), &scratch_) || scratch_.empty() ||

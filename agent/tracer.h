@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,12 +49,22 @@ struct TracerOptions {
   // Whether an enabled rule may match an event whose result is not known
   // yet (rules::Engine::MayMatch). Unset: no rule looks at events.
   std::function<bool(const event::Event&)> may_match;
+  // Whether a rule looks at proc.cwd in events of a type. Unset: every event
+  // carries it. Otherwise a process's cwd (a /proc read) is learnt only for
+  // those, for a relative path, and for events written out.
+  std::function<bool(event::EventType)> reads_cwd;
   SysSet trapped = SysSet::All();  // syscalls sent to the agent
   // sendto/sendmsg that name no destination (a connected socket's sends,
   // whose peer was judged at connect) are judged too: a complete record.
   // Off, sendto is trapped only with a destination and sendmsg without one
   // is let through at once.
   bool unaddressed_sends = true;
+  // The tracer thread's nice value (the workload keeps its own). Every
+  // trapped call waits for the tracer, so the tracer should not be the one
+  // the scheduler makes wait: see docs/agent.md, "Scheduling". Lowering it
+  // needs CAP_SYS_NICE or RLIMIT_NICE (ECS: ulimit nice); otherwise the
+  // tracer keeps the nice it was started with.
+  std::optional<int> nice;
   EventSink* sink = nullptr;       // not owned; outlives the Tracer
 };
 

@@ -62,6 +62,7 @@ void Event::Clear() {
   proc = nullptr;
   container = nullptr;
   fd.Clear();
+  proc_cwd_unknown = false;
   args_used_ = 0;
 }
 

@@ -122,6 +122,9 @@ struct Event {
   const ProcessInfo* proc = nullptr;
   const ContainerInfo* container = nullptr;
   FdInfo fd;             // the fd this event is about (opened, connected...)
+  // proc.cwd has not been read: a check on it is unknown to MayMatch (the
+  // agent reads a working directory from /proc only when a rule needs it).
+  bool proc_cwd_unknown = false;
 
   // Resets every field; keeps the capacity of strings and vectors.
   void Clear();

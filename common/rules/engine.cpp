@@ -41,6 +41,7 @@ class CompiledRules {
     std::unique_ptr<Filter> filter;
     OutputFormat output;
     bool needs_names = false;
+    bool reads_cwd = false;  // proc.cwd in its condition, exceptions or output
   };
   std::vector<Compiled> rules;
 };
@@ -67,6 +68,7 @@ class Compiler {
     std::string item = "rule '" + def.name + "'";
     unknown_field_.clear();
     names_ = false;
+    cwd_ = false;
     ParseError perr;
     auto ast = ParseCondition(def.condition.text, &perr);
     if (!ast) {
@@ -136,6 +138,8 @@ class Compiler {
     out->rule = std::move(rule);
     out->filter = std::move(filter);
     out->needs_names = names_ || output.uses_names;
+    out->reads_cwd = cwd_;
+    for (const auto& part : output.parts) out->reads_cwd |= part.has_field && ReadsCwd(part.field);
     out->output = std::move(output);
     return true;
   }
@@ -191,6 +195,7 @@ class Compiler {
     std::string why;
     if (CompileField(af.transformers, af.name, af.has_arg, af.arg, af.ToString(), out, &why)) {
       names_ |= out->uses_names;
+      cwd_ |= ReadsCwd(*out);
       return true;
     }
     Pos p = MapOffset(c_, text, af.pos);
@@ -262,7 +267,9 @@ class Compiler {
           std::string outer_unknown = std::move(unknown_field_);
           unknown_field_.clear();
           bool outer_names = names_;
+          bool outer_cwd = cwd_;
           names_ = false;
+          cwd_ = false;
           std::unique_ptr<Filter> filter =
               Compile(*ast, c_.macros[i].condition, "macro '" + n.macro + "'", depth + 1, &m.t, &m.f);
           macro_state_[i] = 0;
@@ -270,11 +277,14 @@ class Compiler {
           m.unknown_field = unknown_field_;
           m.unknown_pos = unknown_pos_;
           m.names = names_;
+          m.cwd = cwd_;
           m.filter = std::move(filter);
           unknown_field_ = std::move(outer_unknown);
           names_ = outer_names || m.names;
+          cwd_ = outer_cwd || m.cwd;
         }
         names_ |= m.names;
+        cwd_ |= m.cwd;
         if (!m.filter) {
           if (!m.unknown_field.empty() && unknown_field_.empty()) {
             unknown_field_ = m.unknown_field;
@@ -369,6 +379,7 @@ class Compiler {
               fmt::format("exception '{}': bad field '{}'{}", e.name, name, why.empty() ? "" : ": " + why), item);
         return false;
       }
+      cwd_ |= ReadsCwd(cf);
       fields.push_back(std::move(cf));
     }
     auto check = [&](size_t i, const YAML::Node& v) -> std::unique_ptr<Filter> {
@@ -456,6 +467,7 @@ class Compiler {
     std::string unknown_field;
     Pos unknown_pos;
     bool names = false;
+    bool cwd = false;
   };
   std::vector<std::shared_ptr<const AstNode>> macro_ast_;
   std::vector<int> macro_state_;  // 0 idle, 1 being expanded, 2 failed to parse
@@ -463,6 +475,9 @@ class Compiler {
   std::string unknown_field_;
   Pos unknown_pos_;
   bool names_ = false;
+  bool cwd_ = false;  // the rule being compiled reads proc.cwd
+
+  static bool ReadsCwd(const CompiledField& f) { return f.field.info->id == FieldId::kProcCwd; }
 };
 
 std::string Hostname(const LoadOptions& o) {
@@ -657,6 +672,7 @@ Result<std::unique_ptr<Engine>> Engine::Build(const std::vector<RuleSource>& sou
     engine->enabled_.push_back(&rule);
     engine->event_types_ |= rule.event_types;
     any_names |= compiled.needs_names;
+    if (compiled.reads_cwd) engine->cwd_types_ |= rule.event_types;
     for (size_t t = 0; t < event::kEventTypeCount; ++t) {
       if (rule.event_types.test(t)) engine->by_type_[t].push_back({&rule, &compiled, compiled.needs_names});
     }

@@ -297,6 +297,7 @@ class CheckFilter : public Filter {
     }
     FieldId id = lhs_.field.info->id;
     file_type_only_ = !rhs && (id == FieldId::kFdTypechar || id == FieldId::kFdType);
+    reads_cwd_ = id == FieldId::kProcCwd || (rhs && rhs->field.info->id == FieldId::kProcCwd);
     *bad = -1;
     if (rhs) {
       rhs_ = std::make_unique<CompiledField>(*rhs);
@@ -403,6 +404,7 @@ class CheckFilter : public Filter {
     size_t type = static_cast<size_t>(ctx.x.event->type);
     if (type < event::kEventTypeCount && after_result_[type]) return Tri::kUnknown;
     if (ctx.only_file_type && !file_type_only_) return Tri::kUnknown;
+    if (reads_cwd_ && ctx.x.event->proc_cwd_unknown) return Tri::kUnknown;
     return Eval(ctx) ? Tri::kTrue : Tri::kFalse;
   }
 
@@ -565,6 +567,7 @@ class CheckFilter : public Filter {
   // Event types where this check waits for the syscall's result.
   std::bitset<event::kEventTypeCount> after_result_;
   bool file_type_only_ = false;  // on fd.typechar / fd.type: see only_file_type
+  bool reads_cwd_ = false;       // on proc.cwd: see Event::proc_cwd_unknown
 };
 
 }  // namespace

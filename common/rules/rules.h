@@ -139,6 +139,9 @@ class Engine {
   // Event types that at least one enabled rule can match: the agent needs
   // to capture only these.
   std::bitset<event::kEventTypeCount> EventTypes() const { return event_types_; }
+  // Event types that an enabled rule judges or describes with proc.cwd: of
+  // the others, the agent need not know the working directory.
+  std::bitset<event::kEventTypeCount> CwdEventTypes() const { return cwd_types_; }
 
   // Calls on_match(rule) for every enabled rule matching e, in load order.
   template <typename F>
@@ -211,6 +214,7 @@ class Engine {
   // path turns out to be a directory (most rules need fd.typechar 'f').
   std::vector<RuleSlot> by_type_dir_[event::kEventTypeCount];
   std::bitset<event::kEventTypeCount> event_types_;
+  std::bitset<event::kEventTypeCount> cwd_types_;
   std::unique_ptr<Resolver> resolver_;
   std::string hostname_;
   size_t memo_slots_ = 0;

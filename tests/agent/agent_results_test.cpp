@@ -177,6 +177,30 @@ TEST_CASE("agent_results: openat2 RESOLVE_IN_ROOT names the file below dirfd") {
   CHECK(lines[0]["output_fields"]["fd.num"] == 4);
 }
 
+TEST_CASE("agent_results: proc.cwd is read when a rule may need it, and is then the process's own") {
+  // The agent reads a working directory from /proc only for an event a rule
+  // may match with it: the marker reads below happen after a chdir, in
+  // processes whose cwd the agent has not read.
+  TempDir dir;
+  REQUIRE(mkdir((dir / "sub").c_str(), 0755) == 0);
+  std::string marker = dir / "marker", rules = dir / "rules.yaml", alerts = dir / "alerts.json";
+  std::ofstream(marker) << "m";
+  std::ofstream(rules) << "- rule: Marker read from sub\n"
+                          "  desc: test\n"
+                          "  condition: evt.type in (open, openat) and fd.name = " << marker
+                       << " and proc.cwd = " << dir / "sub/" << "\n"
+                          "  output: marker read (cwd=%proc.cwd)\n"
+                          "  priority: WARNING\n";
+  Child c = RunAgent(dir, {"--rules", rules, "--alerts-out", alerts, "--resolve", "off"},
+                     {"/bin/sh", "-c", "cd \"$1\" && cat \"$1/marker\" && cd sub && cat \"$1/marker\"", "sh", dir.path});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(c.Out() == "mm");
+  auto lines = ReadEvents(alerts);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["output_fields"]["proc.cwd"] == dir / "sub/");
+}
+
 TEST_CASE("agent_results: a dup is paid for only when a rule may match it") {
   // Alerts only: the dup family on a file a rule watches is emulated (exact
   // new fd in the alert); on another file it runs in the kernel. Either

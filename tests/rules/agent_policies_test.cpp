@@ -246,6 +246,13 @@ TEST_CASE("process rules on real processes", "[rules][agent]") {
   // The cwd clause: a program outside /dev/shm run as ./NAME from there.
   CHECK(Has(Fire("cd /dev/shm && ln -sf /bin/true ./rules-t-$$ && ./rules-t-$$; rm -f /dev/shm/rules-t-$$"),
             "Execution from /dev/shm"));
+  // The same clause where only argv[0] is relative: the agent has not read
+  // the caller's working directory (a chdir made it stale) when it judges
+  // the exec, and must read it before the rule is evaluated.
+  CHECK(Has(Fire("cd /dev/shm && python3 -c \"import os; os.execv('/bin/true', ['./fake'])\""),
+            "Execution from /dev/shm"));
+  CHECK_FALSE(Has(Fire("cd /tmp && python3 -c \"import os; os.execv('/bin/true', ['./fake'])\""),
+                  "Execution from /dev/shm"));
 
   CHECK(Has(Fire("$T/insmod /nonexistent.ko"), "Linux kernel module injection"));
   CHECK_FALSE(Has(Fire("$T/lsmod"), "Linux kernel module injection"));
