@@ -7,10 +7,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/beast/version.hpp>
 #include <nlohmann/json.hpp>
 #include <openssl/ssl.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +21,8 @@
 #include <random>
 #include <sstream>
 
+#include "common/tls/tls.h"
+#include "common/tls/tls_stream.h"
 #include "common/util/log.h"
 
 namespace sidetrace::orchestrator {
@@ -39,19 +41,31 @@ constexpr const char* kBatchTarget = "/api/v1/events:batch";
 }  // namespace
 
 struct BackendClient::Impl {
-  explicit Impl(const Config& c) : config(c), ctx(ssl::context::tls_client) {}
+  explicit Impl(const Config& c) : config(c), ctx(ssl::context::tls_client), deadline(ioc) {}
 
-  // Runs one async operation to completion on this thread's io_context.
-  // tcp_stream's expiry closes the socket when the operation is too slow.
+  // Runs one async operation to completion on this thread's io_context; its
+  // end cancels the deadline (which would otherwise keep run() busy).
   template <typename Start>
   beast::error_code Run(Start&& start) {
     beast::error_code result = asio::error::would_block;
     if (aborted) return asio::error::operation_aborted;
-    start([&result](beast::error_code ec, auto&&...) { result = ec; });
+    start([this, &result](beast::error_code ec, auto&&...) {
+      result = ec;
+      deadline.cancel();
+    });
     ioc.restart();
     ioc.run();
     if (result == asio::error::would_block) result = asio::error::operation_aborted;
     return result;
+  }
+
+  // Closes the connection when the operations started next take longer
+  // than kIoTimeout together (the socket's close fails them).
+  void ArmDeadline(tcp::socket* socket) {
+    deadline.expires_after(kIoTimeout);
+    deadline.async_wait([socket](beast::error_code ec) {
+      if (!ec) socket->close(ec);
+    });
   }
 
   Status Connect() {
@@ -66,24 +80,30 @@ struct BackendClient::Impl {
                              });
     });
     if (ec) return Status::Unavailable(fmt::format("resolve {}: {}", host, ec.message()));
-    stream.emplace(ioc, ctx);
-    if (!SSL_set_tlsext_host_name(stream->native_handle(), host.c_str())) {
-      return Status::Internal("cannot set TLS SNI");
-    }
-    if (!config.insecure_skip_verify) stream->set_verify_callback(ssl::host_name_verification(host));
-    beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
-    ec = Run([&](auto handler) { beast::get_lowest_layer(*stream).async_connect(endpoints, handler); });
+    tcp::socket socket(ioc);
+    ArmDeadline(&socket);
+    ec = Run([&](auto handler) {
+      asio::async_connect(socket, endpoints,
+                          [handler](beast::error_code e, const tcp::endpoint&) mutable { handler(e); });
+    });
     if (ec) return Status::Unavailable(fmt::format("connect {}:{}: {}", host, port, ec.message()));
-    // Beast writes a request's header and body separately: with Nagle on,
-    // the body waits for the delayed ACK of the header (40 ms per batch).
-    beast::get_lowest_layer(*stream).socket().set_option(tcp::no_delay(true), ec);
-    beast::get_lowest_layer(*stream).expires_after(kIoTimeout);
-    ec = Run([&](auto handler) { stream->async_handshake(ssl::stream_base::client, handler); });
+    // The header and the first body bytes share a record; the rest follows
+    // at once. Nagle would hold the rest for the delayed ACK of the first.
+    socket.set_option(tcp::no_delay(true), ec);
+    stream.emplace(std::move(socket), ctx, tls::TlsStream::Role::kClient);
+    // SNI for a host name; the certificate must name the host (DNS SAN) or
+    // the address (IP SAN).
+    if (Status st = tls::SetPeerName(stream->native_handle(), host); !st.ok()) return st;
+    ArmDeadline(&stream->socket());
+    ec = Run([&](auto handler) { stream->async_handshake(handler); });
     if (ec) {
       long verify = SSL_get_verify_result(stream->native_handle());
-      std::string why = verify != X509_V_OK ? std::string("certificate verification failed: ") +
-                                                  X509_verify_cert_error_string(verify)
-                                            : ec.message();
+      // (Not verified with --insecure-skip-verify: the result is then no reason.)
+      std::string why = verify != X509_V_OK && !config.insecure_skip_verify
+                            ? std::string("certificate verification failed: ") +
+                                  X509_verify_cert_error_string(verify)
+                            : ec.message();
+      stream.reset();
       return Status::Unavailable(fmt::format("TLS handshake with {}:{}: {}", host, port, why));
     }
     return Status::Ok();
@@ -95,7 +115,8 @@ struct BackendClient::Impl {
   uint16_t port = 0;
   asio::io_context ioc;
   ssl::context ctx;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+  asio::steady_timer deadline;
+  std::optional<tls::TlsStream> stream;
   beast::flat_buffer buffer;
 };
 
@@ -105,19 +126,12 @@ BackendClient::~BackendClient() = default;
 Status BackendClient::Init() {
   Status st = SplitHostPort("backend", impl_->config.backend, &impl_->host, &impl_->port);
   if (!st.ok()) return st;
-  beast::error_code ec;
-  SSL_CTX_set_min_proto_version(impl_->ctx.native_handle(), TLS1_2_VERSION);
-  if (impl_->config.insecure_skip_verify) {
-    impl_->ctx.set_verify_mode(ssl::verify_none);
-    return Status::Ok();
-  }
-  impl_->ctx.set_verify_mode(ssl::verify_peer);
-  if (impl_->config.ca_file.empty()) {
-    impl_->ctx.set_default_verify_paths(ec);
-  } else {
-    impl_->ctx.load_verify_file(impl_->config.ca_file, ec);
-  }
-  if (ec) return Status::InvalidArgument(fmt::format("--ca-file {}: {}", impl_->config.ca_file, ec.message()));
+  tls::ClientConfig cc;
+  cc.ca_file = impl_->config.ca_file;
+  cc.insecure_skip_verify = impl_->config.insecure_skip_verify;
+  auto ctx = tls::MakeClientContext(cc);
+  if (!ctx.ok()) return Status::InvalidArgument(fmt::format("--ca-file: {}", ctx.status().message()));
+  impl_->ctx = std::move(*ctx);
   return Status::Ok();
 }
 
@@ -152,7 +166,7 @@ Status BackendClient::Post(const std::string& target, std::string body, bool hea
     // backend that refuses the body early (413) answers and closes without
     // reading the rest. With header_first the body waits kHeaderFirstWait
     // for such an answer, so that the backend closes with nothing unread.
-    beast::get_lowest_layer(*s.stream).expires_after(kIoTimeout);
+    s.ArmDeadline(&s.stream->socket());
     http::request_serializer<http::string_body> serializer(req);
     http::response_parser<http::string_body> parser;
     parser.body_limit(1 << 20);
@@ -183,8 +197,15 @@ Status BackendClient::Post(const std::string& target, std::string body, bool hea
       read_ec = e;
       answered = !e;
       wait.cancel();
-      // Answered before the request was fully sent: stop writing.
-      if (answered && !written) beast::get_lowest_layer(*s.stream).socket().cancel();
+      s.deadline.cancel();
+      // Answered before the request was fully sent: stop writing. Not
+      // answered: the connection is done for, and so is the write.
+      beast::error_code ignored;
+      if (!answered) {
+        s.stream->socket().close(ignored);
+      } else if (!written) {
+        s.stream->socket().cancel(ignored);
+      }
     });
     s.ioc.restart();
     s.ioc.run();
@@ -226,7 +247,12 @@ Status Forwarder::Start() {
     if (!st.ok()) return st;
     clients_.push_back(std::move(client));
   }
-  for (auto& c : clients_) threads_.emplace_back([this, client = c.get()] { Run(client); });
+  for (auto& c : clients_) {
+    threads_.emplace_back([this, client = c.get()] {
+      pthread_setname_np(pthread_self(), "st-forward");  // top -H, perf, bench/orchestrator/run.sh
+      Run(client);
+    });
+  }
   return Status::Ok();
 }
 

@@ -8,6 +8,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <pthread.h>
+
 #include <csignal>
 #include <thread>
 #include <vector>
@@ -116,7 +118,14 @@ int main(int argc, char** argv) {
             config.tls_cert.empty() ? "off" : "on", http_addr, config.backend, server.policies()->size());
 
   std::vector<std::thread> threads;
-  for (uint32_t i = 1; i < config.threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  // Agent I/O runs here and on --threads - 1 more threads, named for top -H,
+  // perf and bench/orchestrator/run.sh (this one keeps the process's name).
+  for (uint32_t i = 1; i < config.threads; ++i) {
+    threads.emplace_back([&ioc] {
+      pthread_setname_np(pthread_self(), "st-io");
+      ioc.run();
+    });
+  }
   ioc.run();
   for (auto& t : threads) t.join();
   spool.Stop();

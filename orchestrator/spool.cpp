@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -140,7 +141,10 @@ Status Spool::Open() {
     log::Info("spool: recovered batches from a previous run", "segments={} batches={} alerts={} dir={}",
               segments_.size(), ready_.size(), events, options_.dir);
   }
-  writer_ = std::thread([this] { WriterLoop(); });
+  writer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "st-spool");  // top -H, perf, bench/orchestrator/run.sh
+    WriterLoop();
+  });
   return Status::Ok();
 }
 

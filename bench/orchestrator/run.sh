@@ -7,7 +7,9 @@
 # (loadgen) to the backend's ingest of its batch (events.received_ns; the
 # commit follows within its group commit). Prints one summary line, then
 # each process's CPU time per alert (user + system, microseconds): on 2
-# vCPUs, 100,000 alerts/s end to end leaves 20 us per alert for all three.
+# vCPUs, 100,000 alerts/s end to end leaves 20 us per alert for all three;
+# then the orchestrator's by thread (an orchestrator older than session 5
+# does not name its threads: all of it shows as io).
 #
 # usage: bench/orchestrator/run.sh [AGENTS=1000] [RATE=10000] [SECONDS=20] [LOADGEN_THREADS=1]
 #   env: SIDETRACE_BUILD_DIR (or BUILD)=build (the CMake build folder), SINK=1, ORCH_ARGS="extra orchestrator flags",
@@ -30,6 +32,8 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Each thread's name and CPU ticks (the orchestrator names its threads).
+thread_ticks() { for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done; }
 
 if [[ ${SINK:-0} == 1 ]]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
@@ -59,7 +63,7 @@ pids+=("$orch"); disown
 for _ in $(seq 100); do curl -s --max-time 1 "http://127.0.0.1:$http_port/healthz" >/dev/null && break; sleep 0.1; done
 
 hz=$(getconf CLK_TCK)
-o0=$(ticks "$orch"); b0=$(ticks "$backend"); start=$(date +%s.%N)
+o0=$(ticks "$orch"); b0=$(ticks "$backend"); start=$(date +%s.%N); thread_ticks "$orch" >"$tmp/threads0"
 if [[ -n ${PERF:-} ]]; then
   perf record -e cpu-clock -g -p "$orch" -o "$PERF" -- sleep "$seconds" >/dev/null 2>&1 &
 fi
@@ -81,7 +85,7 @@ for _ in $(seq 600); do
   [[ $(stored) -ge $acked ]] && break
   sleep 0.1
 done
-end=$(date +%s.%N); o1=$(ticks "$orch"); b1=$(ticks "$backend")
+end=$(date +%s.%N); o1=$(ticks "$orch"); b1=$(ticks "$backend"); thread_ticks "$orch" >"$tmp/threads1"
 rss_peak_kb=$(awk '/VmHWM/{print $2}' "/proc/$orch/status")
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics")
 if [[ ${SINK:-0} == 1 ]]; then
@@ -97,7 +101,8 @@ print(json.dumps({"unique": rx[2], "received": len(lat), "first_ns": rx[0] or 0,
                   "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1] / 1e6 if lat else 0}))
 PY
 fi
-python3 - "$tmp/loadgen.json" "$tmp/stored.json" "$o0" "$o1" "$b0" "$b1" "$hz" "$start" "$end" "$rss_peak_kb" "$metrics" <<'PY'
+python3 - "$tmp/loadgen.json" "$tmp/stored.json" "$o0" "$o1" "$b0" "$b1" "$hz" "$start" "$end" "$rss_peak_kb" "$metrics" \
+  "$tmp/threads0" "$tmp/threads1" <<'PY'
 import json, os, sys
 lg = json.load(open(sys.argv[1])); st = json.load(open(sys.argv[2]))
 o0, o1, b0, b1, hz = (int(x) for x in sys.argv[3:8])
@@ -120,4 +125,17 @@ lg_us = 1e6 * lg.get("cpu_seconds", 0) / max(1, lg["sent"])
 total = orch_us + back_us + lg_us
 print(f"cpu_us_per_alert: loadgen={lg_us:.1f} orchestrator={orch_us:.1f} backend={back_us:.1f} total={total:.1f} "
       f"(2 vCPUs at 100,000/s allow 20.0; these costs allow {2e6 / total:,.0f}/s)")
+# The orchestrator's share by thread: agent I/O (reads, conversion, acks),
+# the spool writer (write + fdatasync), the forwarder (spool read, TLS, POST).
+def thread_totals(path):
+    group = {"st-spool": "spool_writer", "st-forward": "forwarder", "st-io": "io", "sidetrace-orche": "io"}
+    out = {}
+    for line in open(path):
+        name, ticks = line.rsplit(None, 1)
+        out[group.get(name, "other")] = out.get(group.get(name, "other"), 0) + int(ticks)
+    return out
+t0, t1 = thread_totals(sys.argv[12]), thread_totals(sys.argv[13])
+print("orchestrator_threads_us_per_alert: " + " ".join(
+    f"{k}={1e6 * (t1.get(k, 0) - t0.get(k, 0)) / hz / max(1, lg['acked']):.2f}"
+    for k in ("io", "spool_writer", "forwarder", "other")))
 PY

@@ -513,9 +513,11 @@ size_t AlertJsonBound(size_t cbor_bytes, size_t agent_id_bytes) {
 // fuzzer checks that they agree.
 class AlertReader {
  public:
-  AlertReader(std::string_view cbor, char* out)
+  // `keys` is scratch space for the alert map's keys, kept by the caller so
+  // that its capacity outlives the reader (no allocation per alert).
+  AlertReader(std::string_view cbor, char* out, std::vector<std::string_view>* keys)
       : p_(reinterpret_cast<const uint8_t*>(cbor.data())), end_(p_ + cbor.size()), input_bytes_(cbor.size()),
-        out_(out) {}
+        out_(out), keys_(*keys) {}
 
   // The frame: a map with "type": "alert", "seq": N > 0, "alert": {...}.
   // On success the alert's JSON is [out, *json_end).
@@ -707,7 +709,7 @@ class AlertReader {
   char* out_;
   // Keys of the alert map so far, to refuse repeats. Few (about ten), so a
   // linear scan beats hashing.
-  std::vector<std::string_view> keys_;
+  std::vector<std::string_view>& keys_;
 };
 
 }  // namespace
@@ -717,10 +719,11 @@ bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq
   // The JSON is written into a per-thread scratch buffer that is never
   // shrunk (so never zero-filled again), then appended in one copy.
   thread_local std::vector<char> scratch;
+  thread_local std::vector<std::string_view> keys;
   size_t bound = AlertJsonBound(body.size(), agent_id.size());
   if (scratch.size() < bound) scratch.resize(bound);
   char* end = nullptr;
-  if (!AlertReader(body.substr(1), scratch.data()).Frame(agent_id, seq, &end)) return false;
+  if (!AlertReader(body.substr(1), scratch.data(), &keys).Frame(agent_id, seq, &end)) return false;
   json_out->append(scratch.data(), static_cast<size_t>(end - scratch.data()));
   return true;
 }

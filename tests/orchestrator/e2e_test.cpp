@@ -21,6 +21,7 @@
 
 #include "common/link/agent_link.h"
 #include "common/link/protocol.h"
+#include "common/tls/cert_gen.h"
 #include "tests/orchestrator/harness.h"
 
 using namespace sidetrace;
@@ -537,4 +538,49 @@ TEST_CASE("orchestrator_e2e: a batch the backend finds too large is split and on
   CHECK(env.orch->child().WaitForLog("refused an alert; dropping it\" uuid=(split-0-200) ", 5s).has_value());
   // The agent's record went through with one of the accepted parts.
   REQUIRE(WaitFor([&] { return env.backend.Agents().contains("splitter"); }, 30s));
+}
+
+TEST_CASE("orchestrator_e2e: a backend whose certificate names another address is refused", "[e2e]") {
+  // The backend listens on 127.0.0.2. Its certificate, from the CA the
+  // orchestrator trusts, names only localhost, 127.0.0.1 and ::1: the
+  // orchestrator must refuse it. The same backend with a certificate that
+  // names 127.0.0.2 is accepted (so the refusal is the name check's).
+  TempDir dir;
+  Certs narrow = MakeCerts(dir.path(), "narrow");
+  auto wide = tls::GenerateTestPki(dir / "wide", {"127.0.0.2"}, "sidetrace orchestrator test CA wide");
+  REQUIRE(wide.ok());
+  auto start_backend = [&](const std::string& cert, const std::string& key, const std::string& name) {
+    Child backend = Child::Spawn({BuildDir() + "/backend/sidetrace-backend", "--ingest", "127.0.0.2:0", "--http",
+                                  "127.0.0.1:0", "--cert", cert, "--key", key, "--access-key", kKey, "--db",
+                                  dir / (name + ".db"), "--log-level", "info"},
+                                 dir / (name + ".log"));
+    auto port = backend.WaitForLog("msg=\"ingest listening\" addr=127\\.0\\.0\\.2:(\\d+)", 30s);
+    REQUIRE(port.has_value());
+    return std::make_pair(std::move(backend), "127.0.0.2:" + *port);
+  };
+  auto deliver = [&](const std::string& backend, const std::string& ca, const std::string& name) {
+    auto orch = std::make_unique<Orchestrator>(
+        dir, std::vector<std::string>{"--backend", backend, "--access-key", kKey, "--ca-file", ca, "--spool-dir",
+                                      dir / (name + "-spool"), "--batch-max-delay", "50"});
+    orch->Start();
+    auto agent = MakeAgent(orch->addr(), name);
+    REQUIRE(agent->Start().ok());
+    agent->SubmitAlert(TestAlert(name + "-1"));
+    REQUIRE(agent->Flush(std::chrono::seconds(30)));  // acked: it is in the spool
+    return orch;
+  };
+
+  auto [refusing, refusing_addr] = start_backend(narrow.cert, narrow.key, "narrow");
+  auto strict = deliver(refusing_addr, narrow.ca, "to-narrow");
+  REQUIRE(WaitFor([&] { return strict->Metric("sidetrace_orchestrator_backend_errors_total") > 0; }, 30s));
+  CHECK(strict->child().WaitForLog("(certificate verification failed: IP address mismatch)", 10s).has_value());
+  CHECK(strict->Metric("sidetrace_orchestrator_alerts_out_total") == 0);
+  CHECK(strict->Metric("sidetrace_orchestrator_backend_up") == 0);
+  refusing.Kill9();
+
+  auto [accepting, accepting_addr] = start_backend(wide->server_cert, wide->server_key, "wide");
+  auto trusting = deliver(accepting_addr, wide->ca_cert, "to-wide");
+  CHECK(WaitFor([&] { return trusting->Metric("sidetrace_orchestrator_alerts_out_total") == 1; }, 30s));
+  CHECK(trusting->Metric("sidetrace_orchestrator_backend_errors_total") == 0);
+  accepting.Kill9();
 }

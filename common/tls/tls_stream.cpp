@@ -1,21 +1,25 @@
-#include "backend/tls_stream.h"
+#include "common/tls/tls_stream.h"
 
 #include <openssl/err.h>
 
 #include <cerrno>
 #include <climits>
 
-namespace sidetrace::backend {
+namespace sidetrace::tls {
 
 namespace asio = boost::asio;
 
-TlsStream::TlsStream(asio::ip::tcp::socket socket, asio::ssl::context& ctx) : socket_(std::move(socket)) {
+TlsStream::TlsStream(asio::ip::tcp::socket socket, asio::ssl::context& ctx, Role role) : socket_(std::move(socket)) {
   error_code ignored;
   socket_.non_blocking(true, ignored);
   ssl_ = SSL_new(ctx.native_handle());
   if (ssl_ == nullptr) return;  // every operation then fails (Classify)
   SSL_set_fd(ssl_, static_cast<int>(socket_.native_handle()));  // BIO_NOCLOSE: the socket owns the fd
-  SSL_set_accept_state(ssl_);
+  if (role == Role::kClient) {
+    SSL_set_connect_state(ssl_);
+  } else {
+    SSL_set_accept_state(ssl_);
+  }
   SSL_set_read_ahead(ssl_, 1);
   SSL_set_default_read_buffer_len(ssl_, kReadAhead);
   SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
@@ -141,4 +145,4 @@ size_t TlsStream::Shutdown(error_code& ec) {
   }
 }
 
-}  // namespace sidetrace::backend
+}  // namespace sidetrace::tls
