@@ -11,7 +11,7 @@
 #include <deque>
 #include <map>
 
-#include "backend/tls_stream.h"
+#include "common/tls/tls_stream.h"
 #include "common/util/log.h"
 
 namespace sidetrace::backend {
@@ -401,7 +401,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
  public:
   TlsSession(tcp::socket&& socket, asio::ssl::context& ctx, std::shared_ptr<HttpServer::Impl> server)
       : Session(std::move(server)), stream_(std::move(socket), ctx) {}
-  TlsStream& stream() { return stream_; }
+  tls::TlsStream& stream() { return stream_; }
   tcp::socket& socket() { return stream_.socket(); }
   void Run() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
@@ -421,7 +421,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
   }
 
  private:
-  TlsStream stream_;
+  tls::TlsStream stream_;
 };
 
 }  // namespace
