@@ -35,7 +35,7 @@ constexpr const char* kUsage =
     "set as an environment variable: --events-out is SIDETRACE_EVENTS_OUT.\n";
 
 struct Flags {
-  int nice = 0;
+  int nice = -10;
   std::string events_out, log_level = "warn", mode = "auto", emulate, lifecycle;
   bool fail_closed = false;
   std::vector<std::string> rules;
@@ -126,9 +126,10 @@ int main(int argc, char** argv) {
        "seccomp: learn execs from the seccomp filter and ptrace only an exec a rule may match; ptrace: ptrace "
        "fork, clone, exec and exit of every process, a complete record whose descendants cannot outlive the "
        "agent (default: seccomp, or ptrace with --events-out)")
-      ("nice", po::value(&f.nice),
-       "nice value of the tracer thread, -20 to 19 (the workload keeps its own; lowering it needs CAP_SYS_NICE "
-       "or RLIMIT_NICE, e.g. ECS ulimit nice=30)")
+      ("nice", po::value(&f.nice)->default_value(-10),
+       "nice value of the tracer thread, -20 to 19; the workload keeps its own. Below 0 it needs CAP_SYS_NICE or "
+       "RLIMIT_NICE (docker run --ulimit nice=30; ECS ulimit nice): without either the tracer keeps its nice "
+       "(logged at info)")
       ("fail-closed", po::value(&f.fail_closed)->implicit_value(true)->zero_tokens(),
        "exit non-zero when tracing is impossible instead of running the workload untraced");
   desc.add_options()
@@ -209,13 +210,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (vm.count("nice")) {
-    if (f.nice < -20 || f.nice > 19) {
-      std::cerr << "sidetrace-agent: --nice: expected -20 to 19, got " << f.nice << "\n";
-      return 2;
-    }
-    options.nice = f.nice;
+  if (f.nice < -20 || f.nice > 19) {
+    std::cerr << "sidetrace-agent: --nice: expected -20 to 19, got " << f.nice << "\n";
+    return 2;
   }
+  options.nice = f.nice;
 
   // An events file is a record: every fork, clone, exec and exit in it.
   if (f.lifecycle.empty()) f.lifecycle = f.events_out.empty() ? "seccomp" : "ptrace";

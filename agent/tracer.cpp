@@ -598,7 +598,14 @@ struct Tracer::Impl {
   }
 
   // --nice, for the tracer thread only (the workload, forked already, and
-  // threads started earlier keep theirs).
+  // threads started earlier keep theirs). Why: the workload's thread wakes
+  // the tracer on its own CPU and the tracer's reply wakes it back there;
+  // at equal weight the tracer, which has run while the workload waited,
+  // is preempted by that wake-up and is still runnable when the workload
+  // continues. An exec then finds its CPU busy and is moved to the other
+  // one by the migration thread (sched_exec): 194 of 200 fork+execs here.
+  // With a larger weight the tracer finishes and sleeps first (23 of 200
+  // at nice -10). Measured in bench/RESULTS.md ("Session 5").
   void SetTracerNice() {
     if (!opt.nice) return;
     const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));

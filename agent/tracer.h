@@ -59,11 +59,9 @@ struct TracerOptions {
   // Off, sendto is trapped only with a destination and sendmsg without one
   // is let through at once.
   bool unaddressed_sends = true;
-  // The tracer thread's nice value (the workload keeps its own). Every
-  // trapped call waits for the tracer, so the tracer should not be the one
-  // the scheduler makes wait: see docs/agent.md, "Scheduling". Lowering it
-  // needs CAP_SYS_NICE or RLIMIT_NICE (ECS: ulimit nice); otherwise the
-  // tracer keeps the nice it was started with.
+  // The tracer thread's nice value (the workload keeps its own; unset: as
+  // started). See docs/agent.md, "Scheduling". Lowering it needs
+  // CAP_SYS_NICE or RLIMIT_NICE; without either the tracer keeps its own.
   std::optional<int> nice;
   EventSink* sink = nullptr;       // not owned; outlives the Tracer
 };

@@ -286,6 +286,32 @@ TEST_CASE("agent_fail_open: the seccomp lifecycle traces without ptrace, judging
   CHECK(lines[0].find("cat ran (cat /etc/hostname)") != std::string::npos);
 }
 
+TEST_CASE("agent_nice: the tracer takes --nice, the workload keeps its own") {
+  TempDir dir;
+  // The nice values (field 19 of /proc/PID/stat) of the workload's shell
+  // and of its parent, the agent, whose main thread is the tracer.
+  const std::string show = "n() { sed 's/.*) //' /proc/$1/stat | cut -d' ' -f17; }; echo $(n $$) $(n $PPID)";
+  Child dflt = RunAgent(dir, {}, {"sh", "-c", show});
+  INFO(dflt.Err());
+  CHECK(dflt.ExitCode() == 0);
+  if (geteuid() == 0) CHECK(dflt.Out() == "0 -10\n");
+  Child five = RunAgent(dir, {"--nice", "5"}, {"sh", "-c", show});
+  CHECK(five.Out() == "0 5\n");
+  Child bad = RunAgent(dir, {"--nice", "-21"}, {"true"});
+  CHECK(bad.ExitCode() == 2);
+  if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) return;
+  // Without CAP_SYS_NICE or RLIMIT_NICE the tracer keeps its nice, says so
+  // at info, and traces as usual.
+  Child user = Start(dir, {"/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                           "--inh-caps=-all", AgentPath(), "--log-level", "info", "--", "sh", "-c", show});
+  REQUIRE(user.Wait());
+  INFO(user.Err());
+  CHECK(user.ExitCode() == 0);
+  CHECK(user.Out() == "0 0\n");
+  CHECK(user.Err().find("cannot change the tracer's nice value") != std::string::npos);
+  CHECK(user.Err().find("tracing the workload") != std::string::npos);
+}
+
 TEST_CASE("agent_flags: --help, bad flags and SIDETRACE_ environment") {
   TempDir dir;
   Child h = Start(dir, {AgentPath(), "--help"});
