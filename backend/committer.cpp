@@ -20,7 +20,11 @@ int64_t NowNs() {
 }  // namespace
 
 Committer::Committer(Store* store, Metrics* metrics, size_t max_group_alerts)
-    : store_(store), metrics_(metrics), max_group_alerts_(max_group_alerts), thread_([this] { Run(); }) {}
+    : store_(store),
+      metrics_(metrics),
+      max_group_alerts_(max_group_alerts),
+      syncer_([this] { RunSyncer(); }),
+      thread_([this] { Run(); }) {}
 
 Committer::~Committer() { Stop(); }
 
@@ -31,6 +35,40 @@ void Committer::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(sync_mu_);
+    committer_done_ = true;
+  }
+  sync_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
+}
+
+// Answers committed groups once a WAL sync started after their COMMIT has
+// returned: every group waiting when a sync starts is covered by it.
+void Committer::RunSyncer() {
+  pthread_setname_np(pthread_self(), "st-walsync");
+  std::deque<Committed> ready;
+  for (;;) {
+    {
+      std::unique_lock lock(sync_mu_);
+      sync_cv_.wait(lock, [&] { return committer_done_ || !committed_.empty(); });
+      if (committed_.empty()) return;  // committer_done_
+      ready.swap(committed_);
+    }
+    bool any_ok = false;
+    for (const Committed& c : ready) any_ok |= c.results.ok();
+    Status synced = any_ok ? store_->SyncWal() : Status::Ok();
+    if (!synced.ok()) log::Error("WAL sync failed; the batches it covers are answered as failed", "error={}",
+                                 log::Quote(synced.message()));
+    for (Committed& c : ready) {
+      for (size_t i = 0; i < c.items.size(); ++i) {
+        if (!c.results.ok()) c.items[i].done(c.results.status());
+        else if (!synced.ok()) c.items[i].done(synced);
+        else c.items[i].done(std::move((*c.results)[i]));
+      }
+    }
+    ready.clear();
+  }
 }
 
 void Committer::Submit(std::shared_ptr<const Batch> batch, Done done) {
@@ -68,10 +106,11 @@ void Committer::Run() {
       for (const Item& item : group) batches.push_back(item.batch.get());
       auto results = store_->InsertBatches(batches, NowNs());
       metrics_->commits++;
-      for (size_t i = 0; i < group.size(); ++i) {
-        if (results.ok()) group[i].done(std::move((*results)[i]));
-        else group[i].done(results.status());
+      {
+        std::lock_guard lock(sync_mu_);
+        committed_.push_back(Committed{std::move(group), std::move(results)});
       }
+      sync_cv_.notify_one();
       group.clear();
       batches.clear();
     }

@@ -1,10 +1,13 @@
 #include "backend/store.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string_view>
 #include <map>
@@ -161,7 +164,6 @@ Result<sqlite3*> OpenConnection(const std::string& path, bool readonly) {
 
 }  // namespace
 
-const char* SyncName(Sync sync) { return sync == Sync::kFull ? "full" : "normal"; }
 
 bool ParseSync(std::string_view name, Sync* sync) {
   if (name == "full") *sync = Sync::kFull;
@@ -189,10 +191,11 @@ Status Store::Init() {
   // the header. No automatic checkpoints: they would run inside a COMMIT
   // (every ~4 MB of WAL, i.e. every few batches); Checkpointer() does them.
   // page_size applies to a new file only (kPageSize).
-  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous={};"
+  // With Sync::kFull the WAL is synced by SyncWal, outside the COMMIT.
+  Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=normal;"
                                         "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
                                         "PRAGMA journal_size_limit={};",
-                                        kPageSize, SyncName(options_.sync), kWalCheckpointBytes * 4)
+                                        kPageSize, kWalCheckpointBytes * 4)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
@@ -330,11 +333,31 @@ Store::~Store() {
   sqlite3_finalize(touch_agent_);
   sqlite3_close(reader_);
   sqlite3_close(writer_);
+  if (wal_fd_ >= 0) close(wal_fd_);
+}
+
+Status Store::SyncWal() {
+  if (options_.sync != Sync::kFull) return Status::Ok();
+  std::lock_guard lock(wal_mu_);
+  // The WAL keeps its inode while the writer is open (a checkpoint restarts
+  // it in place and journal_size_limit truncates it); reopened if not.
+  const std::string wal = path_ + "-wal";
+  struct stat named{}, held{};
+  if (wal_fd_ >= 0 && (stat(wal.c_str(), &named) != 0 || fstat(wal_fd_, &held) != 0 || named.st_ino != held.st_ino ||
+                       named.st_dev != held.st_dev)) {
+    close(wal_fd_);
+    wal_fd_ = -1;
+  }
+  if (wal_fd_ < 0) wal_fd_ = open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+  if (wal_fd_ < 0) return Status::IoError(fmt::format("{}: {}", wal, strerror(errno)));
+  if (fdatasync(wal_fd_) != 0) return Status::IoError(fmt::format("{}: fdatasync: {}", wal, strerror(errno)));
+  return Status::Ok();
 }
 
 Result<Store::InsertResult> Store::InsertBatch(const Batch& batch, int64_t now_ns) {
   auto r = InsertBatches({&batch}, now_ns);
   if (!r.ok()) return r.status();
+  if (Status st = SyncWal(); !st.ok()) return st;
   return std::move(r->front());
 }
 

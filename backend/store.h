@@ -5,8 +5,11 @@
 // A kill before COMMIT leaves no trace of a batch (the orchestrator retries,
 // and the uuid key makes the retry idempotent). The sync option chooses what
 // a COMMIT waits for (StoreOptions::sync):
-//   kFull (default): the WAL is fdatasync'ed before COMMIT returns, so an
-//     acknowledged batch survives kill -9, an OS crash and a power cut.
+//   kFull (default): an acknowledged batch survives kill -9, an OS crash
+//     and a power cut. COMMIT writes the WAL to the OS and SyncWal()
+//     fdatasyncs it, covering every transaction committed before it; the
+//     committer overlaps that wait with the next group's inserts and
+//     replies after it (InsertBatch syncs before it returns).
 //   kNormal: COMMIT returns once the WAL is written to the OS (page cache);
 //     an acknowledged batch survives kill -9 / any process crash, but an OS
 //     crash or power cut may lose the last transactions (never corrupts).
@@ -108,8 +111,14 @@ class Store {
   // Stores the batches in one transaction (group commit): alerts
   // insert-or-ignore by uuid, agent records upserted; one result per batch.
   // Nothing of any of them is stored when it fails.
+  // Sync::kFull: committed, on disk only after SyncWal().
   Result<std::vector<InsertResult>> InsertBatches(const std::vector<const Batch*>& batches, int64_t now_ns);
+  // One batch, on disk when it returns OK (SyncWal included).
   Result<InsertResult> InsertBatch(const Batch& batch, int64_t now_ns);
+  // Sync::kFull: makes every transaction committed so far durable
+  // (fdatasync of the WAL file). Sync::kNormal: nothing to do. Safe to call
+  // from another thread than the writer's, concurrently with commits.
+  Status SyncWal();
 
   struct Query {
     int64_t since_ns = 0, until_ns = 0;  // 0: unbounded
@@ -168,6 +177,8 @@ class Store {
 
   std::string path_;
   StoreOptions options_;
+  std::mutex wal_mu_;
+  int wal_fd_ = -1;  // GUARDED_BY(wal_mu_): the -wal file, for SyncWal
   int64_t page_size_ = 4096;
   std::mutex write_mu_;
   sqlite3* writer_ = nullptr;  // GUARDED_BY(write_mu_)
