@@ -1051,6 +1051,9 @@ struct Tracer::Impl {
         case Prediction::kImage:
           p->expected_image = ExecImage{exec_image_.name, exec_image_.exe,    exec_image_.exepath,
                                         exec_image_.args, exec_image_.exe_upper_layer, file};
+          // A relative path made PredictExe read the cwd: judge with it.
+          exec_image_.cwd = p->info->cwd;
+          ev.proc_cwd_unknown = !p->cwd_valid;
           ev.proc = &exec_image_;
           ev.SetArg("filename", exec_image_.exepath);
           sink->StampContainer(ev);

@@ -54,6 +54,21 @@ TEST_CASE("agent_exec: an exec no rule can match takes no ptrace stop") {
   CHECK(ReadEvents(dir / "alerts.json").empty());
 }
 
+TEST_CASE("agent_exec: a relative exec is judged with the cwd it was resolved against") {
+  // The rule needs the cwd only for "./" programs. After the chdir the agent
+  // has not read the shell's cwd; resolving ./prog reads it, and the rule is
+  // then judged with it: no ptrace stop outside /dev/shm.
+  TempDir dir;
+  std::string rules = Rules(dir, {{"Dot program in shm", std::string(kSpawned) +
+                                                             " and proc.cwd startswith /dev/shm/ and proc.exe startswith ./"}});
+  REQUIRE(link("/bin/true", (dir / "prog").c_str()) == 0);
+  Child c = Run(dir, rules, {"/bin/sh", "-c", "cd \"$1\" && ./prog", "sh", dir.path});
+  INFO(c.Err());
+  REQUIRE(c.ExitCode() == 0);
+  CHECK(Counter(c.Err(), "execs_exact") == 0);
+  CHECK(ReadEvents(dir / "alerts.json").empty());
+}
+
 TEST_CASE("agent_exec: every exec a rule matches alerts exactly once, with the new image") {
   TempDir dir;
   std::string rules = Rules(dir, {{"True run", std::string(kSpawned) + " and proc.name = true"}});
