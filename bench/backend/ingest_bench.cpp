@@ -18,9 +18,10 @@
 //   SIDETRACE_BUILD_DIR=build build/bench/backend/backend_ingest_bench [--batches N] [--batch-size N]
 //       [--pipeline W] [--sync full|normal] [--encoding gzip|zstd] [--db-dir DIR] [--uuid v7|v4]
 //       [--containers N] [--rules N] [--db FILE]
-// --containers N: alert i comes from container and task i % N (default 1,
-// one container, the best case for the container and task indexes; 1,000
-// is an orchestrator's fleet of tasks).
+// --containers N: alert i comes from container, task and agent i % N
+// (default 1, one container and no agent id, the best case for the
+// container and task indexes and the agents table; 1,000 is an
+// orchestrator's fleet of tasks, one agent per container as on ECS).
 // --rules N: alert i's rule is "Bench rule <i % N>" (default: the two
 // realistic rules; the rule index's cost with many rules).
 // --db FILE: store into FILE and keep it (default: a new file, removed
@@ -329,6 +330,7 @@ int main(int argc, char** argv) {
         auto& fields = alerts.back()["output_fields"];
         fields["container.id"] = fmt::format("{:012x}", 0x3f1c00000000ULL + static_cast<uint64_t>(c));
         fields["aws.ecs.task.arn"] = fmt::format("arn:aws:ecs:us-east-1:123456789012:task/bench/{:032x}", c);
+        alerts.back()["agent_id"] = fmt::format("agent-{}", c);
       }
     }
     std::string body = BatchBody(alerts);
