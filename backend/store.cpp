@@ -367,10 +367,14 @@ Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<
   Status st = Exec(writer_, "BEGIN IMMEDIATE");
   if (!st.ok()) return st;
   std::vector<InsertResult> results(batches.size());
+  // New alerts per agent over the whole group: each agent's activity is
+  // written once per transaction, however many batches carry its alerts.
+  std::map<std::string_view, int64_t> per_agent;
   for (size_t i = 0; i < batches.size(); ++i) {
-    st = InsertOne(*batches[i], now_ns, &results[i]);
+    st = InsertOne(*batches[i], now_ns, &results[i], &per_agent);
     if (!st.ok()) break;
   }
+  if (st.ok()) st = TouchAgents(per_agent, now_ns);
   int64_t max_id = 0;
   if (st.ok()) {
     if (sqlite3_step(max_id_) == SQLITE_ROW) max_id = sqlite3_column_int64(max_id_, 0);
@@ -439,8 +443,8 @@ Result<int64_t> Store::IndexSideTables() {
   return to - from;
 }
 
-Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result) {
-  std::map<std::string_view, int64_t> per_agent;
+Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result,
+                        std::map<std::string_view, int64_t>* per_agent) {
   sqlite3_stmt* s = nullptr;
   auto done = [&](const char* what) {
     Status e = Err(writer_, what);
@@ -477,7 +481,7 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
     auto count_new = [&](size_t i) {
       ++result->inserted;
       result->new_indexes.push_back(i);
-      if (!alerts[i].agent_id.empty()) ++per_agent[alerts[i].agent_id];
+      if (!alerts[i].agent_id.empty()) ++(*per_agent)[alerts[i].agent_id];
     };
     if (inserted == n) {
       for (size_t k = 0; k < n; ++k) count_new(first + k);
@@ -522,14 +526,22 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
     if (sqlite3_step(s) != SQLITE_DONE) return done("upsert agent");
   }
   sqlite3_reset(s);
-  s = touch_agent_;
+  return Status::Ok();
+}
+
+Status Store::TouchAgents(const std::map<std::string_view, int64_t>& per_agent, int64_t now_ns) {
+  sqlite3_stmt* s = touch_agent_;
   for (const auto& [id, n] : per_agent) {
     sqlite3_reset(s);
     BindText(s, 1, id);
     sqlite3_bind_int64(s, 2, now_ns);
     sqlite3_bind_int64(s, 3, now_ns);
     sqlite3_bind_int64(s, 4, n);
-    if (sqlite3_step(s) != SQLITE_DONE) return done("touch agent");
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      Status e = Err(writer_, "touch agent");
+      sqlite3_reset(s);
+      return e;
+    }
   }
   sqlite3_reset(s);
   return Status::Ok();

@@ -45,6 +45,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -166,7 +167,14 @@ class Store {
   Status Init();
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
   void Checkpointer();
-  Status InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result);  // REQUIRES: write_mu_, in a transaction
+  // Inserts the batch's alerts and upserts its agent records; adds its new
+  // alerts per agent id to `per_agent` (views into `batch`).
+  // REQUIRES: write_mu_, in a transaction.
+  Status InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result,
+                   std::map<std::string_view, int64_t>* per_agent);
+  // Each agent's last_seen = now and alerts_stored += n, one statement per
+  // agent. REQUIRES: write_mu_, in a transaction.
+  Status TouchAgents(const std::map<std::string_view, int64_t>& per_agent, int64_t now_ns);
   Status ReadIds();  // REQUIRES: write_mu_; sets top_id_ and indexed_to_ from the database
   struct Sql {
     std::string text;
