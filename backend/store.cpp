@@ -109,6 +109,22 @@ INSERT INTO side_index_state VALUES (1, (SELECT coalesce(max(id), 0) FROM events
 DROP INDEX events_container;
 DROP INDEX events_task;
 )sql",
+    // 4: each agent's activity (when seen, alerts stored), written on every
+    // commit that has its alerts, in a narrow table of its own; `agents`
+    // keeps the agent's record (metadata, stats: up to KBs), rewritten only
+    // when the record changes.
+    R"sql(
+CREATE TABLE agent_activity (
+  id             TEXT PRIMARY KEY,
+  first_seen_ns  INTEGER NOT NULL,
+  last_seen_ns   INTEGER NOT NULL,
+  alerts_stored  INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO agent_activity SELECT id, first_seen_ns, last_seen_ns, alerts_stored FROM agents ORDER BY id;
+ALTER TABLE agents DROP COLUMN first_seen_ns;
+ALTER TABLE agents DROP COLUMN last_seen_ns;
+ALTER TABLE agents DROP COLUMN alerts_stored;
+)sql",
 };
 
 class Stmt {
@@ -224,29 +240,30 @@ Status Store::Init() {
       "received_ns) VALUES(?,?,?,?,?,?,?,?,?)";
   std::string insert_chunk_sql = insert_sql;
   for (size_t i = 1; i < kInsertChunk; ++i) insert_chunk_sql += ",(?,?,?,?,?,?,?,?,?)";
-  const char* upsert_sql =
-      "INSERT INTO agents(id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,"
-      "events_seen,alerts,drops,first_seen_ns,last_seen_ns) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
-      "ON CONFLICT(id) DO UPDATE SET "
-      "hostname=CASE WHEN excluded.hostname<>'' THEN excluded.hostname ELSE hostname END,"
-      "container_id=CASE WHEN excluded.container_id<>'' THEN excluded.container_id ELSE container_id END,"
-      "container_name=CASE WHEN excluded.container_name<>'' THEN excluded.container_name ELSE container_name END,"
-      "task_arn=CASE WHEN excluded.task_arn<>'' THEN excluded.task_arn ELSE task_arn END,"
-      "cluster=CASE WHEN excluded.cluster<>'' THEN excluded.cluster ELSE cluster END,"
-      "metadata=excluded.metadata,stats=coalesce(excluded.stats,stats),"
-      "events_seen=CASE WHEN excluded.events_seen>=0 THEN excluded.events_seen ELSE events_seen END,"
-      "alerts=CASE WHEN excluded.alerts>=0 THEN excluded.alerts ELSE alerts END,"
-      "drops=CASE WHEN excluded.drops>=0 THEN excluded.drops ELSE drops END,"
-      "last_seen_ns=excluded.last_seen_ns";
+  // An agent's record: written only if one of its values changes (the
+  // WHERE of the upsert), so a record sent again as it was costs no write.
+  // Empty strings and negative counters leave the stored value.
+  const char* record_cols = "hostname,container_id,container_name,task_arn,cluster,metadata,stats,events_seen,alerts,drops";
+  std::string record_values;
+  for (std::string_view col : {"hostname", "container_id", "container_name", "task_arn", "cluster"})
+    record_values += fmt::format("CASE WHEN excluded.{0}<>'' THEN excluded.{0} ELSE {0} END,", col);
+  record_values += "excluded.metadata,coalesce(excluded.stats,stats),";
+  for (std::string_view col : {"events_seen", "alerts", "drops"})
+    record_values += fmt::format("CASE WHEN excluded.{0}>=0 THEN excluded.{0} ELSE {0} END,", col);
+  record_values.pop_back();
+  std::string upsert_sql = fmt::format(
+      "INSERT INTO agents(id,{0}) VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET ({0})=({1}) "
+      "WHERE ({0}) IS NOT ({1})",
+      record_cols, record_values);
   const char* touch_sql =
-      "INSERT INTO agents(id,first_seen_ns,last_seen_ns,alerts_stored) VALUES(?,?,?,?) "
+      "INSERT INTO agent_activity(id,first_seen_ns,last_seen_ns,alerts_stored) VALUES(?1,?2,?2,?3) "
       "ON CONFLICT(id) DO UPDATE SET last_seen_ns=excluded.last_seen_ns,"
       "alerts_stored=alerts_stored+excluded.alerts_stored";
   if (sqlite3_prepare_v2(writer_, insert_sql.c_str(), -1, &insert_event_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, insert_chunk_sql.c_str(), -1, &insert_chunk_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, "SELECT max(id) FROM events", -1, &max_id_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, "SELECT id FROM events WHERE uuid = ?", -1, &find_id_, nullptr) != SQLITE_OK ||
-      sqlite3_prepare_v2(writer_, upsert_sql, -1, &upsert_agent_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(writer_, upsert_sql.c_str(), -1, &upsert_agent_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(writer_, touch_sql, -1, &touch_agent_, nullptr) != SQLITE_OK)
     return Err(writer_, "prepare");
   {
@@ -521,9 +538,8 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
     sqlite3_bind_int64(s, 9, a.events_seen);
     sqlite3_bind_int64(s, 10, a.alerts);
     sqlite3_bind_int64(s, 11, a.drops);
-    sqlite3_bind_int64(s, 12, now_ns);
-    sqlite3_bind_int64(s, 13, now_ns);
     if (sqlite3_step(s) != SQLITE_DONE) return done("upsert agent");
+    per_agent->try_emplace(a.id, 0);  // seen now, even without alerts
   }
   sqlite3_reset(s);
   return Status::Ok();
@@ -535,8 +551,7 @@ Status Store::TouchAgents(const std::map<std::string_view, int64_t>& per_agent, 
     sqlite3_reset(s);
     BindText(s, 1, id);
     sqlite3_bind_int64(s, 2, now_ns);
-    sqlite3_bind_int64(s, 3, now_ns);
-    sqlite3_bind_int64(s, 4, n);
+    sqlite3_bind_int64(s, 3, n);
     if (sqlite3_step(s) != SQLITE_DONE) {
       Status e = Err(writer_, "touch agent");
       sqlite3_reset(s);
@@ -756,9 +771,13 @@ Result<json> Store::Summary(int64_t since_ns, int64_t now_ns, int buckets) {
 
 Result<json> Store::Agents() {
   std::lock_guard lock(read_mu_);
+  // Every agent has activity (its first alert or record made it); one that
+  // never sent a record has no `agents` row: empty fields, unknown counters.
   Stmt s(reader_,
-         "SELECT id,hostname,container_id,container_name,task_arn,cluster,metadata,stats,events_seen,alerts,"
-         "drops,alerts_stored,first_seen_ns,last_seen_ns FROM agents ORDER BY last_seen_ns DESC LIMIT 1000");
+         "SELECT v.id,g.hostname,g.container_id,g.container_name,g.task_arn,g.cluster,g.metadata,g.stats,"
+         "coalesce(g.events_seen,-1),coalesce(g.alerts,-1),coalesce(g.drops,-1),v.alerts_stored,v.first_seen_ns,"
+         "v.last_seen_ns FROM agent_activity v LEFT JOIN agents g ON g.id = v.id "
+         "ORDER BY v.last_seen_ns DESC LIMIT 1000");
   if (!s.ok()) return Err(reader_, "agents");
   json out = json::array();
   while (s.Step() == SQLITE_ROW) {

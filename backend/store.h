@@ -20,6 +20,10 @@
 // Schema: versioned migrations in PRAGMA user_version, applied at Open().
 // An alert row holds the indexed fields and the alert's JSON as sent.
 // Indexes on time, rule, priority; uuid unique.
+// Agents: `agents` holds an agent's record (metadata, stats; rewritten
+// only when it changes), `agent_activity` the narrow part every commit with
+// the agent's alerts updates (first/last seen, alerts stored), once per
+// agent per transaction.
 //
 // Container and task are indexed in side tables (container, time, id) and
 // (task, time, id), written in bulk (IndexSideTables) rather than per row:
@@ -73,7 +77,7 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   // Background checkpoints: PASSIVE (copies what it can, never blocks the
   // writer) once the WAL holds this much; RESTART (holds the next commit
   // back while it copies the few frames left, so the WAL is reused from its
@@ -167,13 +171,15 @@ class Store {
   Status Init();
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
   void Checkpointer();
-  // Inserts the batch's alerts and upserts its agent records; adds its new
-  // alerts per agent id to `per_agent` (views into `batch`).
+  // Inserts the batch's alerts and upserts its changed agent records; adds
+  // its new alerts per agent id to `per_agent` (views into `batch`; an
+  // agent with a record and no new alert with 0).
   // REQUIRES: write_mu_, in a transaction.
   Status InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result,
                    std::map<std::string_view, int64_t>* per_agent);
-  // Each agent's last_seen = now and alerts_stored += n, one statement per
-  // agent. REQUIRES: write_mu_, in a transaction.
+  // Each agent's activity: last_seen = now, alerts_stored += n (first seen
+  // now if new), one statement per agent. REQUIRES: write_mu_, in a
+  // transaction.
   Status TouchAgents(const std::map<std::string_view, int64_t>& per_agent, int64_t now_ns);
   Status ReadIds();  // REQUIRES: write_mu_; sets top_id_ and indexed_to_ from the database
   struct Sql {

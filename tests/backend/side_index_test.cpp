@@ -319,7 +319,7 @@ PRAGMA user_version = 2;
   auto store = Store::Open(path);
   REQUIRE(store.ok());
   Raw raw(path);
-  CHECK(raw.Int("PRAGMA user_version") == 3);
+  CHECK(raw.Int("PRAGMA user_version") == Store::kSchemaVersion);
   CHECK(raw.Int("SELECT count(*) FROM sqlite_master WHERE name IN ('events_container', 'events_task')") == 0);
   CHECK(raw.Watermark() == 400);
   CHECK(raw.Int("SELECT count(*) FROM events_by_container") == 400 - 40);

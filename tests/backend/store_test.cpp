@@ -214,3 +214,185 @@ TEST_CASE("backend_store: background checkpoints keep the WAL bounded under stea
   store->reset();
   std::filesystem::remove_all(dir);
 }
+
+namespace {
+
+// A batch of alerts from named agents ({uuid, agent id} each) and agent
+// records (JSON objects).
+std::string AgentBody(const std::vector<std::pair<std::string, std::string>>& alerts,
+                      const std::vector<std::string>& records = {}) {
+  std::string events, agents;
+  for (const auto& [uuid, agent] : alerts) {
+    if (!events.empty()) events += ',';
+    events += fmt::format(
+        R"({{"uuid":"{}","agent_id":"{}","time":"2026-11-26T00:00:00Z","rule":"R","priority":"Warning",)"
+        R"("output_fields":{{"container.id":"c-{}"}}}})",
+        uuid, agent, agent);
+  }
+  for (const std::string& r : records) agents += (agents.empty() ? "" : ",") + r;
+  return fmt::format(R"({{"events":[{}],"agents":[{}]}})", events, agents);
+}
+
+// The Agents() entry with this id (null if none).
+nlohmann::json AgentEntry(Store& store, const std::string& id) {
+  auto agents = store.Agents();
+  REQUIRE(agents.ok());
+  for (const auto& a : *agents)
+    if (a["id"] == id) return a;
+  return nullptr;
+}
+
+// A connection of the test's own to the same file.
+struct RawDb {
+  explicit RawDb(const std::string& path) { REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK); }
+  ~RawDb() { sqlite3_close(db); }
+  void Exec(const char* sql) { REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK); }
+  int64_t Int(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+  }
+  sqlite3* db = nullptr;
+};
+
+}  // namespace
+
+TEST_CASE("backend_store: a schema-3 database is migrated with its agents' activity", "[unit]") {
+  std::string dir = MakeTempDir("backend_store_test");
+  std::string path = dir + "/v3.db";
+  {
+    // Schema version 3 as released (migrations 1-3 of store.cpp), with two
+    // agents: one that sent a record, one known only from its alerts.
+    RawDb raw(path);
+    raw.Exec(R"sql(
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, time_ns INTEGER NOT NULL, rule TEXT NOT NULL,
+  priority_num INTEGER NOT NULL, container_id TEXT NOT NULL, task_arn TEXT NOT NULL, agent_id TEXT NOT NULL,
+  json TEXT NOT NULL, received_ns INTEGER NOT NULL);
+CREATE INDEX events_time ON events(time_ns, id);
+CREATE INDEX events_rule ON events(rule, time_ns);
+CREATE INDEX events_priority ON events(priority_num, time_ns);
+CREATE TABLE agents (
+  id TEXT PRIMARY KEY, hostname TEXT NOT NULL DEFAULT '', container_id TEXT NOT NULL DEFAULT '',
+  container_name TEXT NOT NULL DEFAULT '', task_arn TEXT NOT NULL DEFAULT '', cluster TEXT NOT NULL DEFAULT '',
+  metadata TEXT, stats TEXT, events_seen INTEGER NOT NULL DEFAULT -1, alerts INTEGER NOT NULL DEFAULT -1,
+  drops INTEGER NOT NULL DEFAULT -1, alerts_stored INTEGER NOT NULL DEFAULT 0,
+  first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
+CREATE TABLE events_by_container (container_id TEXT NOT NULL, time_ns INTEGER NOT NULL, id INTEGER NOT NULL,
+  PRIMARY KEY (container_id, time_ns, id)) WITHOUT ROWID;
+CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_arn TEXT NOT NULL UNIQUE);
+CREATE TABLE events_by_task (task INTEGER NOT NULL, time_ns INTEGER NOT NULL, id INTEGER NOT NULL,
+  PRIMARY KEY (task, time_ns, id)) WITHOUT ROWID;
+CREATE TABLE side_index_state (one INTEGER PRIMARY KEY CHECK (one = 1), indexed_to INTEGER NOT NULL);
+INSERT INTO side_index_state VALUES (1, 0);
+INSERT INTO agents VALUES ('rec', 'host-1', 'c-rec', 'app', 'arn:t/1', 'prod', '{"id":"rec","hostname":"host-1"}',
+  '{"events_seen":50,"alerts":9,"drops":2}', 50, 9, 2, 7, 1000000000, 5000000000);
+INSERT INTO agents(id, alerts_stored, first_seen_ns, last_seen_ns) VALUES ('bare', 3, 2000000000, 6000000000);
+PRAGMA user_version = 3;
+)sql");
+  }
+  auto store = Store::Open(path);
+  REQUIRE(store.ok());
+  {
+    RawDb raw(path);
+    CHECK(raw.Int("PRAGMA user_version") == Store::kSchemaVersion);
+    CHECK(raw.Int("SELECT count(*) FROM pragma_table_info('agents') WHERE name IN "
+                  "('alerts_stored', 'first_seen_ns', 'last_seen_ns')") == 0);
+    CHECK(raw.Int("SELECT count(*) FROM agent_activity") == 2);
+    CHECK(raw.Int("SELECT alerts_stored FROM agent_activity WHERE id = 'rec'") == 7);
+    CHECK(raw.Int("SELECT last_seen_ns FROM agent_activity WHERE id = 'bare'") == 6000000000);
+  }
+  auto agents = (*store)->Agents();
+  REQUIRE(agents.ok());
+  REQUIRE(agents->size() == 2);
+  const auto& bare = (*agents)[0];  // seen last
+  CHECK(bare["id"] == "bare");
+  CHECK(bare["alerts_stored"] == 3);
+  CHECK(bare["first_seen"] == FormatRfc3339(2000000000));
+  CHECK(bare["last_seen"] == FormatRfc3339(6000000000));
+  CHECK(bare["hostname"] == "");
+  CHECK(bare["drops"].is_null());
+  const auto& rec = (*agents)[1];
+  CHECK(rec["id"] == "rec");
+  CHECK(rec["hostname"] == "host-1");
+  CHECK(rec["aws.ecs.cluster"] == "prod");
+  CHECK(rec["alerts_stored"] == 7);
+  CHECK(rec["events_seen"] == 50);
+  CHECK(rec["drops"] == 2);
+  CHECK(rec["stats"]["alerts"] == 9);
+  CHECK(rec["metadata"]["hostname"] == "host-1");
+  CHECK(rec["first_seen"] == FormatRfc3339(1000000000));
+  // New alerts add to the migrated counts; a new agent starts at its first.
+  auto b = ParseBatch(AgentBody({{"m-1", "rec"}, {"m-2", "rec"}, {"m-3", "new"}}));
+  REQUIRE(b.ok());
+  REQUIRE((*store)->InsertBatch(*b, 9000000000).ok());
+  CHECK(AgentEntry(**store, "rec")["alerts_stored"] == 9);
+  CHECK(AgentEntry(**store, "rec")["last_seen"] == FormatRfc3339(9000000000));
+  CHECK(AgentEntry(**store, "rec")["first_seen"] == FormatRfc3339(1000000000));
+  CHECK(AgentEntry(**store, "new")["alerts_stored"] == 1);
+  CHECK(AgentEntry(**store, "new")["first_seen"] == FormatRfc3339(9000000000));
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("backend_store: agents' activity is exact over a group commit; an unchanged record is not rewritten",
+          "[unit]") {
+  std::string dir = MakeTempDir("backend_store_test");
+  std::string path = dir + "/agents.db";
+  auto store = Store::Open(path);
+  REQUIRE(store.ok());
+  // Counts the writes of agents' records (rows updated in place).
+  RawDb raw(path);
+  raw.Exec("CREATE TABLE record_writes (n INTEGER NOT NULL); INSERT INTO record_writes VALUES (0);"
+           "CREATE TRIGGER count_record_writes AFTER UPDATE ON agents "
+           "BEGIN UPDATE record_writes SET n = n + 1; END;");
+  auto writes = [&] { return raw.Int("SELECT n FROM record_writes"); };
+  const std::string record_x = R"({"id":"x","hostname":"hx","stats":{"events_seen":10,"alerts":3,"drops":0}})";
+  // One group of three batches: x's and y's alerts in several of them (one
+  // of x's repeated: a duplicate), x's record twice, z's record alone.
+  auto b1 = ParseBatch(AgentBody({{"u-1", "x"}, {"u-2", "y"}, {"u-3", "x"}}, {record_x}));
+  auto b2 = ParseBatch(AgentBody({{"u-3", "x"}, {"u-4", "x"}, {"u-5", "y"}}, {record_x}));
+  auto b3 = ParseBatch(AgentBody({}, {R"({"id":"z","hostname":"hz"})"}));
+  REQUIRE(b1.ok());
+  REQUIRE(b2.ok());
+  REQUIRE(b3.ok());
+  auto r = (*store)->InsertBatches({&*b1, &*b2, &*b3}, 1000);
+  REQUIRE(r.ok());
+  CHECK((*r)[1].duplicates == 1);
+  CHECK(AgentEntry(**store, "x")["alerts_stored"] == 3);
+  CHECK(AgentEntry(**store, "y")["alerts_stored"] == 2);
+  CHECK(AgentEntry(**store, "x")["hostname"] == "hx");
+  CHECK(AgentEntry(**store, "x")["events_seen"] == 10);
+  CHECK(AgentEntry(**store, "y")["hostname"] == "");  // no record: known from its alerts
+  CHECK(AgentEntry(**store, "y")["events_seen"].is_null());
+  nlohmann::json z = AgentEntry(**store, "z");  // a record, no alert: seen
+  CHECK(z["alerts_stored"] == 0);
+  CHECK(z["hostname"] == "hz");
+  CHECK(z["last_seen"] == FormatRfc3339(1000));
+  CHECK(writes() == 0);  // x's record the second time: as stored
+  // The same record again, in a later commit: seen, not rewritten.
+  auto b4 = ParseBatch(AgentBody({{"u-6", "x"}}, {record_x}));
+  REQUIRE(b4.ok());
+  REQUIRE((*store)->InsertBatch(*b4, 2000).ok());
+  CHECK(writes() == 0);
+  CHECK(AgentEntry(**store, "x")["alerts_stored"] == 4);
+  CHECK(AgentEntry(**store, "x")["last_seen"] == FormatRfc3339(2000));
+  CHECK(AgentEntry(**store, "x")["first_seen"] == FormatRfc3339(1000));
+  // Changed stats: written once; empty fields keep the stored values.
+  auto b5 = ParseBatch(AgentBody({}, {R"({"id":"x","stats":{"events_seen":20,"alerts":4,"drops":1}})"}));
+  REQUIRE(b5.ok());
+  REQUIRE((*store)->InsertBatch(*b5, 3000).ok());
+  CHECK(writes() == 1);
+  nlohmann::json x = AgentEntry(**store, "x");
+  CHECK(x["events_seen"] == 20);
+  CHECK(x["drops"] == 1);
+  CHECK(x["stats"]["alerts"] == 4);
+  CHECK(x["hostname"] == "hx");
+  CHECK(x["alerts_stored"] == 4);
+  CHECK(x["last_seen"] == FormatRfc3339(3000));
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
