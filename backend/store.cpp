@@ -147,6 +147,9 @@ class Stmt {
   int rc_;
 };
 
+// How long a connection retries a lock another holds before SQLITE_BUSY.
+constexpr int kBusyTimeoutMs = 10000;
+
 Status Err(sqlite3* db, std::string_view what) {
   return Status::IoError(fmt::format("sqlite {}: {}", what, sqlite3_errmsg(db)));
 }
@@ -174,7 +177,7 @@ Result<sqlite3*> OpenConnection(const std::string& path, bool readonly) {
     sqlite3_close(db);
     return Status::IoError(fmt::format("{}: cannot open database: {}", path, msg));
   }
-  sqlite3_busy_timeout(db, 10000);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   return db;
 }
 
@@ -211,7 +214,7 @@ Status Store::Init() {
   Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=normal;"
                                         "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
                                         "PRAGMA journal_size_limit={};",
-                                        kPageSize, kWalCheckpointBytes * 4)
+                                        kPageSize, kWalCheckpointBytes * 8)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
@@ -292,45 +295,64 @@ Status Store::Init() {
 int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
   auto* store = static_cast<Store*>(self);
   store->wal_frames_ = frames;
-  if (static_cast<int64_t>(frames) * store->page_size_ >= kWalCheckpointBytes) store->checkpoint_cv_.notify_one();
+  int64_t wal_bytes = static_cast<int64_t>(frames) * store->page_size_;
+  if (wal_bytes >= kWalCheckpointBytes) store->checkpoint_cv_.notify_one();
+  if (wal_bytes >= 8 * kWalCheckpointBytes) store->restart_due_ = true;
   return SQLITE_OK;
 }
 
 void Store::Checkpointer() {
   pthread_setname_np(pthread_self(), "st-checkpoint");
-  int copied_frames = 0;  // of the current WAL, by the last checkpoint
+  // At most this many passes in a row: each copies what the writer appended
+  // during the one before, which takes less time than appending it did.
+  constexpr int kMaxPasses = 4;
   std::unique_lock lock(checkpoint_mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
     int frames = wal_frames_.load();
-    if (frames < copied_frames) copied_frames = 0;  // the WAL was restarted
-    int64_t wal_bytes = static_cast<int64_t>(frames) * page_size_;
-    int64_t uncopied = static_cast<int64_t>(frames - copied_frames) * page_size_;
-    // Each checkpoint writes every page changed since the last one once and
-    // syncs the database file: waiting for 16 MB of new frames lets pages
-    // that many commits touch (index leaves) be written once.
-    if (uncopied < kWalCheckpointBytes && wal_bytes < 4 * kWalCheckpointBytes) continue;
-    lock.unlock();
-    // PASSIVE never blocks the writer; a later writer restarts the WAL from
-    // its start once a checkpoint has copied all of it. Under steady ingest
-    // a commit always begins while the checkpoint is still copying, so that
-    // never happens: RESTART then waits for the current transaction, copies
-    // the frames PASSIVE left, and holds the next commit back until done.
-    int mode = wal_bytes >= 4 * kWalCheckpointBytes ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
-    int log = 0, copied = 0;  // frames in the WAL, frames copied so far
-    int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, mode, &log, &copied);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
-    log::Debug("checkpoint", "mode={} rc={} wal_frames={} copied={}",
-               mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "passive", rc, log, copied);
-    checkpoints_++;
-    copied_frames = std::max(copied, 0);
-    if (mode == SQLITE_CHECKPOINT_RESTART && rc == SQLITE_OK) {
-      wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
-      copied_frames = 0;
+    if (frames < copied_frames_) copied_frames_ = 0;  // the WAL was started over
+    // Each pass writes every page changed since the last one once and syncs
+    // the database file: waiting for 16 MB of new frames lets pages that
+    // many commits touch (index leaves) be written once.
+    if (static_cast<int64_t>(frames - copied_frames_) * page_size_ < kWalCheckpointBytes) continue;
+    for (int pass = 0; pass < kMaxPasses && !stopping_; ++pass) {
+      lock.unlock();
+      int log = 0, copied = 0;  // frames in the WAL, frames copied so far
+      int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+      lock.lock();
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
+      log::Debug("checkpoint", "rc={} wal_frames={} copied={}", rc, log, copied);
+      checkpoints_++;
+      if (rc != SQLITE_OK) break;
+      copied_frames_ = std::max(copied, 0);
+      if (static_cast<int64_t>(log - copied) * page_size_ <= kRestartTailBytes) {
+        if (static_cast<int64_t>(log) * page_size_ >= 4 * kWalCheckpointBytes) restart_due_ = true;
+        break;
+      }
     }
-    lock.lock();
+  }
+}
+
+void Store::RestartWalIfDue() {
+  if (!restart_due_.load(std::memory_order_relaxed)) return;
+  std::lock_guard write(write_mu_);
+  std::lock_guard lock(checkpoint_mu_);  // copied_frames_ changes with the WAL
+  // A busy checkpoint lock (a pass running) or a reader on old frames:
+  // SQLITE_BUSY at once, and a later transaction tries again.
+  sqlite3_busy_timeout(writer_, 0);
+  int log = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &copied);
+  sqlite3_busy_timeout(writer_, kBusyTimeoutMs);
+  if (rc == SQLITE_BUSY) return;
+  if (rc != SQLITE_OK) log::Warn("WAL restart failed", "error={}", log::Quote(sqlite3_errmsg(writer_)));
+  log::Debug("WAL restart", "rc={} wal_frames={} copied={}", rc, log, copied);
+  checkpoints_++;
+  restart_due_ = false;
+  if (rc == SQLITE_OK) {
+    wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
+    copied_frames_ = 0;
   }
 }
 
