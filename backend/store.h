@@ -56,9 +56,11 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/alert.h"
+#include "backend/side_rows.h"
 #include "common/util/status.h"
 
 namespace sidetrace::backend {
@@ -111,6 +113,11 @@ class Store {
   // side index tables").
   static constexpr int64_t kSideIndexRows = 50000;
   static constexpr int kSideIndexDelaySeconds = 10;
+  // Side rows per INSERT statement in a bulk (see kInsertChunk).
+  static constexpr size_t kSideChunk = 100;
+  // The writer keeps at most this many rows' side keys in memory; past it
+  // (bulks failing) the next bulk reads the rows back from `events`.
+  static constexpr size_t kSideRowsMax = 8 * kSideIndexRows;
 
   struct InsertResult {
     size_t inserted = 0;
@@ -192,6 +199,11 @@ class Store {
   // transaction.
   Status TouchAgents(const std::map<std::string_view, int64_t>& per_agent, int64_t now_ns);
   Status ReadIds();  // REQUIRES: write_mu_; sets top_id_ and indexed_to_ from the database
+  // The side rows of ids (from, to]: read back from `events` (ReadSideRows)
+  // or, when side_rows_ holds exactly those, written from it with new task
+  // numbers returned (WriteSideRows). REQUIRES: write_mu_, in a transaction.
+  Status ReadSideRows(int64_t from, int64_t to);
+  Status WriteSideRows(std::unordered_map<std::string, int64_t>* new_tasks);
   struct Sql {
     std::string text;
     std::vector<std::function<void(sqlite3_stmt*)>> binds;
@@ -214,6 +226,12 @@ class Store {
   sqlite3_stmt* touch_agent_ = nullptr;   // GUARDED_BY(write_mu_)
   int64_t top_id_ = 0;      // GUARDED_BY(write_mu_): largest row id committed
   int64_t indexed_to_ = 0;  // GUARDED_BY(write_mu_): the side tables' watermark
+  // GUARDED_BY(write_mu_): the side keys of every row with an id in
+  // (side_rows_from_, top_id_]; -1: not kept (a retention run deleted a row
+  // above the watermark, or kSideRowsMax was passed) until the next bulk.
+  SideRows side_rows_;
+  int64_t side_rows_from_ = -1;
+  std::unordered_map<std::string, int64_t> task_ids_;  // GUARDED_BY(write_mu_): tasks' numbers (never pruned)
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // GUARDED_BY(read_mu_)
 
