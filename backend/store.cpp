@@ -246,7 +246,8 @@ Status Store::Init() {
   // An agent's record: written only if one of its values changes (the
   // WHERE of the upsert), so a record sent again as it was costs no write.
   // Empty strings and negative counters leave the stored value.
-  const char* record_cols = "hostname,container_id,container_name,task_arn,cluster,metadata,stats,events_seen,alerts,drops";
+  const char* record_cols =
+      "hostname,container_id,container_name,task_arn,cluster,metadata,stats,events_seen,alerts,drops";
   std::string record_values;
   for (std::string_view col : {"hostname", "container_id", "container_name", "task_arn", "cluster"})
     record_values += fmt::format("CASE WHEN excluded.{0}<>'' THEN excluded.{0} ELSE {0} END,", col);
