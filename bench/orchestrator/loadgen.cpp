@@ -193,9 +193,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool ready() const { return welcomed_ && !dead_; }
   uint64_t unacked() const { return next_seq_ - 1 - acked_; }
 
-  void SendAlerts(int count) {
-    uint64_t ns = NowNs();
-    std::string time = Rfc3339(ns);
+  // Appends `count` alerts created at `ns` (`time` is Rfc3339(ns)) as one
+  // write: the caller reads the clock once per tick, not per connection.
+  void SendAlerts(int count, uint64_t ns, std::string_view time) {
     std::string& out = Outgoing();
     out.reserve(out.size() + static_cast<size_t>(count) * alert_.size());
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
@@ -290,7 +290,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
 int main(int argc, char** argv) {
   std::string orchestrator;
-  int agents = 100, threads = 1;
+  int agents = 100, threads = 1, burst = 16;
   double rate = 1000, duration = 10;
   po::options_description desc("sidetrace-loadgen: agent connections sending alerts at a set rate\n\nOptions");
   desc.add_options()("help,h", "show this help")(
@@ -300,6 +300,8 @@ int main(int argc, char** argv) {
       "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
       "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
       "threads", po::value(&threads)->default_value(threads), "event loops")(
+      "burst", po::value(&burst)->default_value(burst),
+      "alerts a connection sends in one write (the agent sends up to 512 queued alerts at once)")(
       "containers", po::value(&g_containers)->default_value(0),
       "distinct containers (and tasks) the agents run in; 0: one per agent, as on ECS")(
       "run-id", po::value(&g_run)->default_value(""), "agent id prefix, also hashed into the uuids (default: random)");
@@ -314,6 +316,10 @@ int main(int argc, char** argv) {
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
+  }
+  if (burst < 1) {
+    std::cerr << "sidetrace-loadgen: --burst must be at least 1\n";
+    return 2;
   }
   if (g_run.empty()) g_run = fmt::format("{:x}", NowNs());
   {
@@ -354,21 +360,25 @@ int main(int argc, char** argv) {
       }
       double my_rate = rate / threads;
       auto start = Clock::now();
+      std::string time;
       uint64_t sent = 0;
       size_t next = 0;
       while (sending) {
         double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
         if (elapsed >= duration) break;
         uint64_t due = static_cast<uint64_t>(elapsed * my_rate);
-        // Spread what is due over the connections, a few per connection.
+        uint64_t ns = NowNs();
+        if (sent < due) time = Rfc3339(ns);
+        // Spread what is due over the connections, up to --burst alerts in
+        // one write per connection (an agent writes what queued meanwhile).
         while (sent < due && !mine.empty()) {
           auto& c = mine[next++ % mine.size()];
           if (!c->ready() || c->unacked() > 5000) {
             if (next % mine.size() == 0) break;
             continue;
           }
-          int n = static_cast<int>(std::min<uint64_t>(due - sent, 16));
-          c->SendAlerts(n);
+          int n = static_cast<int>(std::min<uint64_t>(due - sent, static_cast<uint64_t>(burst)));
+          c->SendAlerts(n, ns, time);
           sent += static_cast<uint64_t>(n);
         }
         ioc.run_for(std::chrono::milliseconds(5));
