@@ -193,6 +193,14 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool ready() const { return welcomed_ && !dead_; }
   uint64_t unacked() const { return next_seq_ - 1 - acked_; }
 
+  // Once welcomed, acks are read when the connection writes (or the caller
+  // waits for them), not as each arrives: an armed read costs a wake-up, a
+  // recv and a recv that finds nothing (asio tries the next one at once)
+  // per ack; read lazily, one recv takes the acks that piled up.
+  void Poll() {
+    if (!reading_ && !dead_) DoRead();
+  }
+
   // Appends `count` alerts created at `ns` (`time` is Rfc3339(ns)) as one
   // write: the caller reads the clock once per tick, not per connection.
   void SendAlerts(int count, uint64_t ns, std::string_view time) {
@@ -201,6 +209,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
     g_sent += static_cast<uint64_t>(count);
     if (!writing_) StartWrite();
+    Poll();
   }
 
  private:
@@ -228,7 +237,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
   void DoRead() {
+    reading_ = true;
     socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      self->reading_ = false;
       if (ec) return self->Fail("read: " + ec.message());
       self->decoder_.Append(self->buf_.data(), n);
       for (;;) {
@@ -259,7 +270,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
             break;
         }
       }
-      self->DoRead();
+      if (!self->welcomed_) self->DoRead();
     });
   }
 
@@ -282,7 +293,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   std::array<char, 8192> buf_;
   link::FrameDecoder decoder_;
   std::string current_, pending_;
-  bool writing_ = false, welcomed_ = false, dead_ = false;
+  bool writing_ = false, reading_ = false, welcomed_ = false, dead_ = false;
   uint64_t next_seq_ = 1, acked_ = 0;
 };
 
@@ -355,6 +366,9 @@ int main(int argc, char** argv) {
     workers.emplace_back([&, t] {
       auto& ioc = *loops[t];
       auto& mine = conns[t];
+      // With acks read lazily a loop can be without pending operations; it
+      // must not count as stopped (run_for would return at once from then on).
+      auto work = asio::make_work_guard(ioc);
       while (g_welcomed + g_errors < static_cast<uint64_t>(agents) && Clock::now() - wait_start < std::chrono::seconds(60)) {
         ioc.run_for(std::chrono::milliseconds(10));
       }
@@ -374,6 +388,7 @@ int main(int argc, char** argv) {
         while (sent < due && !mine.empty()) {
           auto& c = mine[next++ % mine.size()];
           if (!c->ready() || c->unacked() > 5000) {
+            c->Poll();
             if (next % mine.size() == 0) break;
             continue;
           }
@@ -386,7 +401,10 @@ int main(int argc, char** argv) {
       auto drain_until = Clock::now() + std::chrono::seconds(30);
       while (Clock::now() < drain_until) {
         bool all = true;
-        for (auto& c : mine) all = all && (!c->ready() || c->unacked() == 0);
+        for (auto& c : mine) {
+          c->Poll();
+          all = all && (!c->ready() || c->unacked() == 0);
+        }
         if (all) break;
         ioc.run_for(std::chrono::milliseconds(10));
       }
