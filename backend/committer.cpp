@@ -1,8 +1,12 @@
 #include "backend/committer.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <vector>
 
@@ -19,9 +23,10 @@ int64_t NowNs() {
 
 }  // namespace
 
-Committer::Committer(Store* store, Metrics* metrics, size_t max_group_alerts)
+Committer::Committer(Store* store, Metrics* metrics, std::optional<int> nice, size_t max_group_alerts)
     : store_(store),
       metrics_(metrics),
+      nice_(nice),
       max_group_alerts_(max_group_alerts),
       syncer_([this] { RunSyncer(); }),
       thread_([this] { Run(); }) {}
@@ -81,6 +86,14 @@ void Committer::Submit(std::shared_ptr<const Batch> batch, Done done) {
 
 void Committer::Run() {
   pthread_setname_np(pthread_self(), "st-committer");  // per-thread CPU in top and the bench
+  if (nice_) {
+    // This thread only: setpriority on a thread id.
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), *nice_) == 0)
+      log::Info("committer scheduling", "nice={}", *nice_);
+    else
+      log::Info("cannot change the committer's nice value; it keeps its own (allow it with CAP_SYS_NICE or ulimit nice)",
+                "nice={} error={}", *nice_, log::Quote(std::strerror(errno)));
+  }
   std::vector<Item> group;
   std::vector<const Batch*> batches;
   // When rows were first seen above the side tables' watermark; after a
@@ -113,6 +126,7 @@ void Committer::Run() {
       sync_cv_.notify_one();
       group.clear();
       batches.clear();
+      store_->RestartWalIfDue();
     }
     // Side tables: in bulk, after the group's replies went out.
     int64_t rows = store_->UnindexedRows();

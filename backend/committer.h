@@ -14,6 +14,12 @@
 // Store::kSideIndexRows rows wait for it or kSideIndexDelaySeconds after the
 // first did; batches arriving meanwhile wait and commit together.
 //
+// Scheduling: the committer is the one serial stage of ingest, so it may run
+// at a lower nice value than the I/O threads and the checkpointer (`nice`;
+// needs CAP_SYS_NICE or RLIMIT_NICE, else it keeps its own). Sharing two
+// vCPUs with the whole chain at 100k alerts/s it otherwise waits
+// runnable for ~15% of its time (bench/RESULTS.md, "Session 6").
+//
 // Contract: Submit() hands over a parsed batch; `done` is called exactly
 // once, on the syncer thread, after the transaction holding the batch
 // committed and is on disk (with that batch's result) or failed (with the
@@ -31,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -42,7 +49,7 @@ namespace sidetrace::backend {
 class Committer {
  public:
   using Done = std::function<void(Result<Store::InsertResult>)>;
-  Committer(Store* store, Metrics* metrics, size_t max_group_alerts = 20000);
+  Committer(Store* store, Metrics* metrics, std::optional<int> nice = std::nullopt, size_t max_group_alerts = 20000);
   ~Committer();
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
@@ -65,6 +72,7 @@ class Committer {
 
   Store* store_;
   Metrics* metrics_;
+  std::optional<int> nice_;
   size_t max_group_alerts_;
   std::mutex mu_;
   std::condition_variable cv_;

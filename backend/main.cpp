@@ -32,7 +32,7 @@ struct Options {
   bool self_signed = false, http_tls = false;
   int retention_days = 30;
   size_t max_body = 16 << 20, max_connections = 256;
-  int timeout_s = 30, threads = 2;
+  int timeout_s = 30, threads = 2, committer_nice = -10;
   size_t pipeline = 4;
 };
 
@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
       ("max-connections", po::value(&o.max_connections)->default_value(256), "open connections per listener")
       ("timeout", po::value(&o.timeout_s)->default_value(30), "seconds allowed per request and per idle keep-alive")
       ("threads", po::value(&o.threads)->default_value(2), "I/O threads")
+      ("committer-nice", po::value(&o.committer_nice)->default_value(-10),
+       "nice value of the thread that writes to the database, the serial stage of ingest (-20..19); "
+       "needs CAP_SYS_NICE or RLIMIT_NICE to go below the process's own, else it keeps that")
       ("sync", po::value(&o.sync)->default_value("full"),
        "full: a 2xx batch survives kill -9 and power loss (fdatasync per commit); "
        "normal: survives kill -9 / process crashes, an OS crash or power cut may lose the last batches")
@@ -167,6 +170,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sidetrace-backend: --sync: expected full or normal, got \"%s\"\n", o.sync.c_str());
     return 2;
   }
+  if (o.committer_nice < -20 || o.committer_nice > 19) {
+    std::fprintf(stderr, "sidetrace-backend: --committer-nice: must be -20..19, got %d\n", o.committer_nice);
+    return 2;
+  }
   if (o.pipeline < 1) {
     std::fprintf(stderr, "sidetrace-backend: --pipeline: must be at least 1\n");
     return 2;
@@ -188,7 +195,7 @@ int main(int argc, char** argv) {
     forwarder = std::move(f.value());
   }
   // A decompressed body may be larger than the wire limit, but not unbounded.
-  Committer committer(store->get(), &metrics);
+  Committer committer(store->get(), &metrics, o.committer_nice);
   Service service(store->get(), &committer, &metrics, &hub, forwarder.get(), o.access_keys,
                   std::max<size_t>(o.max_body * 8, 64 << 20));
 

@@ -131,6 +131,9 @@ class Stmt {
   int rc_;
 };
 
+// How long a connection retries a lock another holds before SQLITE_BUSY.
+constexpr int kBusyTimeoutMs = 10000;
+
 Status Err(sqlite3* db, std::string_view what) {
   return Status::IoError(fmt::format("sqlite {}: {}", what, sqlite3_errmsg(db)));
 }
@@ -158,7 +161,7 @@ Result<sqlite3*> OpenConnection(const std::string& path, bool readonly) {
     sqlite3_close(db);
     return Status::IoError(fmt::format("{}: cannot open database: {}", path, msg));
   }
-  sqlite3_busy_timeout(db, 10000);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   return db;
 }
 
@@ -195,7 +198,7 @@ Status Store::Init() {
   Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=normal;"
                                         "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
                                         "PRAGMA journal_size_limit={};",
-                                        kPageSize, kWalCheckpointBytes * 4)
+                                        kPageSize, kWalCheckpointBytes * 8)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;
@@ -257,6 +260,7 @@ Status Store::Init() {
     std::lock_guard lock(write_mu_);
     st = ReadIds();
     if (!st.ok()) return st;
+    side_rows_from_ = top_id_;  // rows from here on are kept in side_rows_ as they are inserted
   }
   auto r = OpenConnection(path_, true);
   if (!r.ok()) return r.status();
@@ -275,45 +279,64 @@ Status Store::Init() {
 int Store::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
   auto* store = static_cast<Store*>(self);
   store->wal_frames_ = frames;
-  if (static_cast<int64_t>(frames) * store->page_size_ >= kWalCheckpointBytes) store->checkpoint_cv_.notify_one();
+  int64_t wal_bytes = static_cast<int64_t>(frames) * store->page_size_;
+  if (wal_bytes >= kWalCheckpointBytes) store->checkpoint_cv_.notify_one();
+  if (wal_bytes >= 8 * kWalCheckpointBytes) store->restart_due_ = true;
   return SQLITE_OK;
 }
 
 void Store::Checkpointer() {
   pthread_setname_np(pthread_self(), "st-checkpoint");
-  int copied_frames = 0;  // of the current WAL, by the last checkpoint
+  // At most this many passes in a row: each copies what the writer appended
+  // during the one before, which takes less time than appending it did.
+  constexpr int kMaxPasses = 4;
   std::unique_lock lock(checkpoint_mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
     int frames = wal_frames_.load();
-    if (frames < copied_frames) copied_frames = 0;  // the WAL was restarted
-    int64_t wal_bytes = static_cast<int64_t>(frames) * page_size_;
-    int64_t uncopied = static_cast<int64_t>(frames - copied_frames) * page_size_;
-    // Each checkpoint writes every page changed since the last one once and
-    // syncs the database file: waiting for 16 MB of new frames lets pages
-    // that many commits touch (index leaves) be written once.
-    if (uncopied < kWalCheckpointBytes && wal_bytes < 4 * kWalCheckpointBytes) continue;
-    lock.unlock();
-    // PASSIVE never blocks the writer; a later writer restarts the WAL from
-    // its start once a checkpoint has copied all of it. Under steady ingest
-    // a commit always begins while the checkpoint is still copying, so that
-    // never happens: RESTART then waits for the current transaction, copies
-    // the frames PASSIVE left, and holds the next commit back until done.
-    int mode = wal_bytes >= 4 * kWalCheckpointBytes ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
-    int log = 0, copied = 0;  // frames in the WAL, frames copied so far
-    int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, mode, &log, &copied);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
-    log::Debug("checkpoint", "mode={} rc={} wal_frames={} copied={}",
-               mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "passive", rc, log, copied);
-    checkpoints_++;
-    copied_frames = std::max(copied, 0);
-    if (mode == SQLITE_CHECKPOINT_RESTART && rc == SQLITE_OK) {
-      wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
-      copied_frames = 0;
+    if (frames < copied_frames_) copied_frames_ = 0;  // the WAL was started over
+    // Each pass writes every page changed since the last one once and syncs
+    // the database file: waiting for 16 MB of new frames lets pages that
+    // many commits touch (index leaves) be written once.
+    if (static_cast<int64_t>(frames - copied_frames_) * page_size_ < kWalCheckpointBytes) continue;
+    for (int pass = 0; pass < kMaxPasses && !stopping_; ++pass) {
+      lock.unlock();
+      int log = 0, copied = 0;  // frames in the WAL, frames copied so far
+      int rc = sqlite3_wal_checkpoint_v2(checkpointer_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+      lock.lock();
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        log::Warn("checkpoint failed", "error={}", log::Quote(sqlite3_errmsg(checkpointer_db_)));
+      log::Debug("checkpoint", "rc={} wal_frames={} copied={}", rc, log, copied);
+      checkpoints_++;
+      if (rc != SQLITE_OK) break;
+      copied_frames_ = std::max(copied, 0);
+      if (static_cast<int64_t>(log - copied) * page_size_ <= kRestartTailBytes) {
+        if (static_cast<int64_t>(log) * page_size_ >= 4 * kWalCheckpointBytes) restart_due_ = true;
+        break;
+      }
     }
-    lock.lock();
+  }
+}
+
+void Store::RestartWalIfDue() {
+  if (!restart_due_.load(std::memory_order_relaxed)) return;
+  std::lock_guard write(write_mu_);
+  std::lock_guard lock(checkpoint_mu_);  // copied_frames_ changes with the WAL
+  // A busy checkpoint lock (a pass running) or a reader on old frames:
+  // SQLITE_BUSY at once, and a later transaction tries again.
+  sqlite3_busy_timeout(writer_, 0);
+  int log = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &copied);
+  sqlite3_busy_timeout(writer_, kBusyTimeoutMs);
+  if (rc == SQLITE_BUSY) return;
+  if (rc != SQLITE_OK) log::Warn("WAL restart failed", "error={}", log::Quote(sqlite3_errmsg(writer_)));
+  log::Debug("WAL restart", "rc={} wal_frames={} copied={}", rc, log, copied);
+  checkpoints_++;
+  restart_due_ = false;
+  if (rc == SQLITE_OK) {
+    wal_frames_ = 0;  // the next commit starts the WAL over (and reports its size)
+    copied_frames_ = 0;
   }
 }
 
@@ -366,6 +389,7 @@ Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<
   std::lock_guard lock(write_mu_);
   Status st = Exec(writer_, "BEGIN IMMEDIATE");
   if (!st.ok()) return st;
+  const size_t side_mark = side_rows_.size();
   std::vector<InsertResult> results(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     st = InsertOne(*batches[i], now_ns, &results[i]);
@@ -380,9 +404,14 @@ Result<std::vector<Store::InsertResult>> Store::InsertBatches(const std::vector<
   if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
   if (!st.ok()) {
     (void)Exec(writer_, "ROLLBACK");
+    side_rows_.Truncate(side_mark);
     return st;
   }
   top_id_ = max_id;
+  if (side_rows_.size() > kSideRowsMax) {  // bulks keep failing: IndexSideTables reads the rows back
+    side_rows_.Clear();
+    side_rows_from_ = -1;
+  }
   return results;
 }
 
@@ -405,29 +434,12 @@ Result<int64_t> Store::IndexSideTables() {
   if (!st.ok()) return st;
   st = ReadIds();
   int64_t from = indexed_to_, to = top_id_;
-  // Sorted by key, so each container's (task's) new entries go into its
-  // leaves together. OR IGNORE: a row is only ever indexed once (the
-  // watermark commits with its side rows), but an entry already present
-  // must not stop the watermark for good.
-  const char* sql[] = {
-      "INSERT OR IGNORE INTO events_by_container SELECT container_id, time_ns, id FROM events "
-      "WHERE id > ?1 AND id <= ?2 AND container_id <> '' ORDER BY 1, 2, 3",
-      "INSERT OR IGNORE INTO tasks(task_arn) SELECT DISTINCT task_arn FROM events "
-      "WHERE id > ?1 AND id <= ?2 AND task_arn <> ''",
-      "INSERT OR IGNORE INTO events_by_task SELECT t.id, e.time_ns, e.id FROM events e CROSS JOIN tasks t "
-      "ON t.task_arn = e.task_arn WHERE e.id > ?1 AND e.id <= ?2 ORDER BY 1, 2, 3",
-      "UPDATE side_index_state SET indexed_to = ?2",
-  };
-  for (const char* q : sql) {
-    if (!st.ok()) break;
-    Stmt s(writer_, q);
-    if (!s.ok()) {
-      st = Err(writer_, "side index");
-      break;
-    }
-    sqlite3_bind_int64(s.get(), 1, from);
-    sqlite3_bind_int64(s.get(), 2, to);
-    if (s.Step() != SQLITE_DONE) st = Err(writer_, "side index");
+  std::unordered_map<std::string, int64_t> new_tasks;
+  if (st.ok()) st = side_rows_from_ == from ? WriteSideRows(&new_tasks) : ReadSideRows(from, to);
+  if (st.ok()) {
+    Stmt s(writer_, "UPDATE side_index_state SET indexed_to = ?");
+    sqlite3_bind_int64(s.get(), 1, to);
+    if (!s.ok() || s.Step() != SQLITE_DONE) st = Err(writer_, "side index");
   }
   if (st.ok() && sqlite3_exec(writer_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) st = Err(writer_, "commit");
   if (!st.ok()) {
@@ -436,7 +448,96 @@ Result<int64_t> Store::IndexSideTables() {
     return st;
   }
   indexed_to_ = to;
+  side_rows_.Clear();
+  side_rows_from_ = to;
+  task_ids_.merge(new_tasks);
   return to - from;
+}
+
+// Sorted by key, so each container's (task's) new entries go into its
+// leaves together. OR IGNORE: a row is only ever indexed once (the watermark
+// commits with its side rows), but an entry already present must not stop
+// the watermark for good.
+Status Store::ReadSideRows(int64_t from, int64_t to) {
+  const char* sql[] = {
+      "INSERT OR IGNORE INTO events_by_container SELECT container_id, time_ns, id FROM events "
+      "WHERE id > ?1 AND id <= ?2 AND container_id <> '' ORDER BY 1, 2, 3",
+      "INSERT OR IGNORE INTO tasks(task_arn) SELECT DISTINCT task_arn FROM events "
+      "WHERE id > ?1 AND id <= ?2 AND task_arn <> ''",
+      "INSERT OR IGNORE INTO events_by_task SELECT t.id, e.time_ns, e.id FROM events e CROSS JOIN tasks t "
+      "ON t.task_arn = e.task_arn WHERE e.id > ?1 AND e.id <= ?2 ORDER BY 1, 2, 3",
+  };
+  for (const char* q : sql) {
+    Stmt s(writer_, q);
+    if (!s.ok()) return Err(writer_, "side index");
+    sqlite3_bind_int64(s.get(), 1, from);
+    sqlite3_bind_int64(s.get(), 2, to);
+    if (s.Step() != SQLITE_DONE) return Err(writer_, "side index");
+  }
+  return Status::Ok();
+}
+
+Status Store::WriteSideRows(std::unordered_map<std::string, int64_t>* new_tasks) {
+  // Rows of three values, kSideChunk per statement while that many are
+  // left, then one by one (as InsertOne does).
+  auto insert_sorted = [&](const char* table, size_t rows, auto bind_row) -> Status {
+    std::string one = fmt::format("INSERT OR IGNORE INTO {} VALUES (?,?,?)", table), chunk = one;
+    for (size_t i = 1; i < kSideChunk; ++i) chunk += ",(?,?,?)";
+    Stmt many(writer_, chunk.c_str()), single(writer_, one.c_str());
+    if (!many.ok() || !single.ok()) return Err(writer_, "side index");
+    for (size_t first = 0; first < rows;) {
+      size_t n = rows - first >= kSideChunk ? kSideChunk : 1;
+      sqlite3_stmt* s = n == kSideChunk ? many.get() : single.get();
+      for (size_t k = 0; k < n; ++k) bind_row(s, static_cast<int>(k) * 3, first + k);
+      if (sqlite3_step(s) != SQLITE_DONE) {
+        sqlite3_reset(s);
+        return Err(writer_, "side index");
+      }
+      sqlite3_reset(s);
+      first += n;
+    }
+    return Status::Ok();
+  };
+  std::vector<const SideRows::Entry*> by_container = side_rows_.ByContainer();
+  Status st = insert_sorted("events_by_container", by_container.size(), [&](sqlite3_stmt* s, int p, size_t i) {
+    const SideRows::Entry& e = *by_container[i];
+    BindText(s, p + 1, side_rows_.container(e.container));
+    sqlite3_bind_int64(s, p + 2, e.time_ns);
+    sqlite3_bind_int64(s, p + 3, e.id);
+  });
+  if (!st.ok()) return st;
+  // Each task ARN's number, from the cache or `tasks` (new ones inserted).
+  std::vector<int64_t> task_number(side_rows_.task_count());
+  Stmt add(writer_, "INSERT OR IGNORE INTO tasks(task_arn) VALUES (?)"), find(writer_, "SELECT id FROM tasks WHERE task_arn = ?");
+  if (!add.ok() || !find.ok()) return Err(writer_, "side index");
+  for (uint32_t k = 0; k < task_number.size(); ++k) {
+    const std::string& arn = side_rows_.task(k);
+    if (auto it = task_ids_.find(arn); it != task_ids_.end()) {
+      task_number[k] = it->second;
+      continue;
+    }
+    for (Stmt* s : {&add, &find}) {
+      sqlite3_reset(s->get());
+      BindText(s->get(), 1, arn);
+    }
+    if (add.Step() != SQLITE_DONE || find.Step() != SQLITE_ROW) return Err(writer_, "side index");
+    task_number[k] = find.Int(0);
+    new_tasks->emplace(arn, task_number[k]);
+  }
+  struct TaskRow {
+    int64_t task, time_ns, id;
+    auto operator<=>(const TaskRow&) const = default;
+  };
+  std::vector<TaskRow> by_task;
+  by_task.reserve(side_rows_.size());
+  for (const SideRows::Entry& e : side_rows_.entries())
+    if (e.task != SideRows::kNone) by_task.push_back({task_number[e.task], e.time_ns, e.id});
+  std::sort(by_task.begin(), by_task.end());
+  return insert_sorted("events_by_task", by_task.size(), [&](sqlite3_stmt* s, int p, size_t i) {
+    sqlite3_bind_int64(s, p + 1, by_task[i].task);
+    sqlite3_bind_int64(s, p + 2, by_task[i].time_ns);
+    sqlite3_bind_int64(s, p + 3, by_task[i].id);
+  });
 }
 
 Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result) {
@@ -474,13 +575,14 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
     if (sqlite3_step(s) != SQLITE_DONE) return done("insert event");
     sqlite3_reset(s);
     size_t inserted = static_cast<size_t>(sqlite3_changes(writer_));
-    auto count_new = [&](size_t i) {
+    auto count_new = [&](size_t i, int64_t id) {
       ++result->inserted;
       result->new_indexes.push_back(i);
       if (!alerts[i].agent_id.empty()) ++per_agent[alerts[i].agent_id];
+      if (side_rows_from_ >= 0) side_rows_.Add(id, alerts[i].time_ns, alerts[i].container_id, alerts[i].task_arn);
     };
     if (inserted == n) {
-      for (size_t k = 0; k < n; ++k) count_new(first + k);
+      for (size_t k = 0; k < n; ++k) count_new(first + k, last_id + 1 + static_cast<int64_t>(k));
     } else {
       // Some were duplicates (a replay): an alert is new if its row has an
       // id this statement gave out, and only its first copy in the chunk.
@@ -493,7 +595,7 @@ Status Store::InsertOne(const Batch& batch, int64_t now_ns, InsertResult* result
         sqlite3_reset(s);
         if (id > last_id && std::find(claimed.begin(), claimed.end(), id) == claimed.end()) {
           claimed.push_back(id);
-          count_new(first + k);
+          count_new(first + k, id);
         } else {
           ++result->duplicates;
         }
@@ -799,6 +901,10 @@ Result<int64_t> Store::DeleteOlderThan(int64_t cutoff_ns, int max_rows) {
       if (rc != SQLITE_DONE) st = Err(writer_, "retention");
     }
     for (const Victim& v : victims) {
+      if (v.id > indexed_to_) {  // side_rows_ would index a deleted row: the next bulk reads the rows instead
+        side_rows_.Clear();
+        side_rows_from_ = -1;
+      }
       if (!st.ok()) break;
       for (auto [del, key] : {std::pair{&del_c, &v.container}, std::pair{&del_t, &v.task}}) {
         sqlite3_reset(del->get());

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -13,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "common/tls/cert_gen.h"
 #include "common/tls/tls.h"
@@ -506,4 +509,58 @@ TEST_CASE("backend_ingest: Connection: close ends with a TLS close_notify after 
   c.stream.read_some(boost::asio::buffer(&byte, 1), ec);
   CHECK(ec == boost::asio::error::eof);
   CHECK(f.StoredRows() == 1);
+}
+
+namespace {
+
+// Each thread of `pid` by name, with its nice value (field 19 of its stat).
+std::multimap<std::string, int> ThreadNice(pid_t pid) {
+  std::multimap<std::string, int> out;
+  for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+    std::ifstream comm(t.path() / "comm"), stat(t.path() / "stat");
+    std::string name, line;
+    std::getline(comm, name);
+    std::getline(stat, line);
+    std::istringstream fields(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {}
+    out.emplace(name, std::stoi(field));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("backend_ingest: the committer thread alone takes --committer-nice", "[integration]") {
+  auto check = [](std::vector<std::string> extra, int want) {
+    Fixture f(std::move(extra));
+    auto threads = ThreadNice(f.backend.pid());
+    REQUIRE(threads.count("st-committer") == 1);
+    CHECK(threads.find("st-committer")->second == want);
+    for (const auto& [name, nice] : threads)
+      if (name != "st-committer") CHECK(nice == 0);
+    // It still commits.
+    HttpClient c = f.Ingest();
+    CHECK(c.PostBatch(BatchBody({MakeAlert("nice-1")}), kKey).status == 200);
+    CHECK(f.StoredRows() == 1);
+  };
+  check({"--committer-nice", "5"}, 5);  // any process may lower its own priority
+  // The default, -10, needs CAP_SYS_NICE or RLIMIT_NICE; without them the
+  // committer keeps nice 0 and says so.
+  errno = 0;
+  const bool privileged = setpriority(PRIO_PROCESS, 0, -1) == 0;
+  if (privileged) setpriority(PRIO_PROCESS, 0, 0);
+  check({}, privileged ? -10 : 0);
+
+  const std::string dir = MakeTempDir("backend_nice_test");
+  const std::string cmd = fmt::format("{} --self-signed --db {}/x.db --access-key k --committer-nice -21 2>{}/err",
+                                      BackendBinary(), dir, dir);
+  int status = std::system(cmd.c_str());
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 2);
+  std::ifstream err(dir + "/err");
+  std::string line;
+  std::getline(err, line);
+  CHECK(line == "sidetrace-backend: --committer-nice: must be -20..19, got -21");
+  std::filesystem::remove_all(dir);
 }
