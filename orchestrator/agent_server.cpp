@@ -28,9 +28,6 @@ constexpr auto kHelloTimeout = std::chrono::seconds(10);
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kReadBuffer = 16 * 1024;
-// What a read that filled kReadBuffer may take on from the socket at once
-// (Session::Drain): one spool append and one ack for an agent's burst.
-constexpr size_t kMaxDrain = 256 * 1024;
 constexpr size_t kMaxOutbox = 4096;  // frames queued to a slow agent before we give up on it
 
 bool KeyMatches(const std::string& got, const std::string& want) {
@@ -54,8 +51,6 @@ class Session : public std::enable_shared_from_this<Session> {
     auto ep = Socket().remote_endpoint(ec);
     peer_ = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
     Socket().set_option(tcp::no_delay(true), ec);
-    // Drain's synchronous reads return would_block instead of waiting.
-    if (tls == nullptr) Socket().non_blocking(true, ec);
   }
 
   ~Session() {
@@ -120,7 +115,6 @@ class Session : public std::enable_shared_from_this<Session> {
                    false);
     }
     decoder_.Commit(n);
-    if (!tls_ && decoder_.room() == 0) Drain();
     // This read's alerts, one JSON text per line, for one spool append. An
     // alert's JSON is about 1.2 times its CBOR (quotes, separators, the
     // agent_id added): one allocation, not much more than needed while a
@@ -191,9 +185,6 @@ class Session : public std::enable_shared_from_this<Session> {
           return Close(fmt::format("unexpected {} from an agent", link::MessageTypeName(m.type)), true);
       }
     }
-    // A drain grew the buffer: give the memory back (a thousand idle
-    // agents keep theirs).
-    if (decoder_.capacity() > 2 * kReadBuffer) decoder_.Shrink(kReadBuffer);
     if (count == 0) return DoRead();
     waiting_spool_ = true;
     spooled_seq_ = max_seq;
@@ -202,22 +193,6 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->spool_->Append(std::move(lines), count, [self = shared_from_this()](bool durable) {
       self->server_->Completed(AgentServer::Completion{self, durable});
     });
-  }
-
-  // A read that filled its room likely left more in the socket: an agent
-  // writes what queued while it waited for its ack in one go. Taking it now
-  // (up to kMaxDrain) gives the burst one spool append and one ack instead
-  // of a spool round per kReadBuffer. Plain sockets only (TLS buffers
-  // records itself); the socket is non-blocking, so this stops when it is
-  // empty. An error is left to the next read, which reports it.
-  void Drain() {
-    for (size_t total = 0; decoder_.room() == 0 && total < kMaxDrain;) {
-      beast::error_code ec;
-      size_t n = Socket().read_some(asio::buffer(decoder_.Prepare(kReadBuffer), decoder_.room()), ec);
-      if (ec) return;
-      decoder_.Commit(n);
-      total += n;
-    }
   }
 
   // The spool made this read's alerts durable (or failed to): ack them and

@@ -728,16 +728,6 @@ bool AlertToJson(std::string_view body, std::string_view agent_id, uint64_t* seq
   return true;
 }
 
-void FrameDecoder::Shrink(size_t capacity) {
-  if (capacity_ <= capacity || buffered() > capacity) return;
-  auto smaller = std::make_unique_for_overwrite<char[]>(capacity);
-  std::memcpy(smaller.get(), buffer_.get() + offset_, buffered());
-  end_ -= offset_;
-  offset_ = 0;
-  buffer_ = std::move(smaller);
-  capacity_ = capacity;
-}
-
 char* FrameDecoder::Prepare(size_t size) {
   if (offset_ > 0) {
     std::memmove(buffer_.get(), buffer_.get() + offset_, end_ - offset_);

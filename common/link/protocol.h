@@ -139,11 +139,6 @@ class FrameDecoder {
   size_t room() const { return capacity_ - end_; }
   // Adds `size` bytes written at Prepare()'s pointer. REQUIRES: size <= room().
   void Commit(size_t size) { end_ += size; }
-  // Gives back memory a large read grew: when the buffer holds more than
-  // `capacity` bytes of room and what is unconsumed fits in `capacity`, it
-  // is moved into a buffer of that size. Invalidates views from NextBody.
-  void Shrink(size_t capacity);
-  size_t capacity() const { return capacity_; }
 
   Result<std::optional<Message>> Next();
   // The next whole frame's body (version byte + CBOR), undecoded; valid

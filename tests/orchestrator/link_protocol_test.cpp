@@ -1,7 +1,5 @@
 #include <catch2/catch.hpp>
 
-#include <cstring>
-
 #include "common/link/protocol.h"
 
 using namespace sidetrace::link;
@@ -63,43 +61,6 @@ TEST_CASE("every message type round-trips through a frame", "[link]") {
   CHECK(PoliciesOf(got[1]) == policies);
   CHECK(got[3].body["alert"] == Alert());
   CHECK(d.buffered() == 0);
-}
-
-TEST_CASE("a decoder grown by a large read shrinks back and keeps its partial frame", "[link]") {
-  std::string first = EncodeFrame(MakeAlert(1, Alert()));
-  std::string second = EncodeFrame(MakeAlert(2, Alert()));
-  FrameDecoder d;
-  // Many frames and half of one more read in place, as the orchestrator's
-  // drain does: the buffer grows well past 64 KiB.
-  std::string burst;
-  while (burst.size() < (256 << 10)) burst += first;
-  burst += second.substr(0, second.size() / 2);
-  std::memcpy(d.Prepare(burst.size()), burst.data(), burst.size());
-  d.Commit(burst.size());
-  size_t frames = 0;
-  for (;;) {
-    auto body = d.NextBody();
-    REQUIRE(body.ok());
-    if (!body->has_value()) break;
-    ++frames;
-  }
-  CHECK(frames == (burst.size() - second.size() / 2) / first.size());
-  REQUIRE(d.capacity() >= (256u << 10));
-  d.Shrink(16 << 10);
-  CHECK(d.capacity() == (16u << 10));
-  CHECK(d.buffered() == second.size() / 2);
-  d.Append(second.data() + second.size() / 2, second.size() - second.size() / 2);
-  auto m = d.Next();
-  REQUIRE(m.ok());
-  REQUIRE(m->has_value());
-  CHECK((**m).body["seq"] == 2);
-  // What does not fit stays where it is.
-  std::string big(40 << 10, 'x');
-  d.Append(big.data(), big.size());
-  size_t capacity = d.capacity();
-  d.Shrink(16 << 10);
-  CHECK(d.capacity() == capacity);
-  CHECK(d.buffered() == big.size());
 }
 
 TEST_CASE("frames are validated with a reason", "[link]") {
