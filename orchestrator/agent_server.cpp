@@ -1,5 +1,6 @@
 #include "orchestrator/agent_server.h"
 
+#include <boost/asio/defer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl.hpp>
@@ -427,12 +428,15 @@ void AgentServer::RunCompletions() {
     std::lock_guard lock(completions_mu_);
     work.swap(completions_);
   }
-  // Posted from an I/O thread, these go to its own queue without waking
-  // anyone; the scheduler hands them to the other thread as it drains them.
+  // Deferred (a continuation of this handler), these go to this thread's
+  // own queue without waking anyone: posted, each would wake the other I/O
+  // thread (an eventfd write and an epoll return per agent and round). The
+  // scheduler moves them to the shared queue when this handler returns,
+  // where the other thread takes its share when it next looks.
   for (Completion& c : work) {
     Session* s = c.session.get();
-    asio::post(s->socket_.get_executor(),
-               [c = std::move(c)] { c.session->OnSpooled(c.durable); });
+    asio::defer(s->socket_.get_executor(),
+                [c = std::move(c)] { c.session->OnSpooled(c.durable); });
   }
 }
 

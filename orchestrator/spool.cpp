@@ -152,8 +152,12 @@ void Spool::Append(std::string lines, uint64_t count, DoneFn done) {
   {
     std::lock_guard lock(mu_);
     if (!stopped_) {
+      // Only the first append of a round wakes the writer: with appends
+      // pending it waits out kMinRoundInterval, and a wake-up per append
+      // (thousands a second) would only send it back to sleep.
+      bool first = pending_.empty();
       pending_.push_back(Pending{std::move(lines), count, std::move(done)});
-      writer_cv_.notify_one();
+      if (first) writer_cv_.notify_one();
       return;
     }
   }

@@ -193,14 +193,23 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool ready() const { return welcomed_ && !dead_; }
   uint64_t unacked() const { return next_seq_ - 1 - acked_; }
 
-  void SendAlerts(int count) {
-    uint64_t ns = NowNs();
-    std::string time = Rfc3339(ns);
+  // Once welcomed, acks are read when the connection writes (or the caller
+  // waits for them), not as each arrives: an armed read costs a wake-up, a
+  // recv and a recv that finds nothing (asio tries the next one at once)
+  // per ack; read lazily, one recv takes the acks that piled up.
+  void Poll() {
+    if (!reading_ && !dead_) DoRead();
+  }
+
+  // Appends `count` alerts created at `ns` (`time` is Rfc3339(ns)) as one
+  // write: the caller reads the clock once per tick, not per connection.
+  void SendAlerts(int count, uint64_t ns, std::string_view time) {
     std::string& out = Outgoing();
     out.reserve(out.size() + static_cast<size_t>(count) * alert_.size());
     for (int i = 0; i < count; ++i) alert_.Append(next_seq_++, ns, time, &out);
     g_sent += static_cast<uint64_t>(count);
     if (!writing_) StartWrite();
+    Poll();
   }
 
  private:
@@ -228,7 +237,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
   void DoRead() {
+    reading_ = true;
     socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      self->reading_ = false;
       if (ec) return self->Fail("read: " + ec.message());
       self->decoder_.Append(self->buf_.data(), n);
       for (;;) {
@@ -259,7 +270,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
             break;
         }
       }
-      self->DoRead();
+      if (!self->welcomed_) self->DoRead();
     });
   }
 
@@ -282,7 +293,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   std::array<char, 8192> buf_;
   link::FrameDecoder decoder_;
   std::string current_, pending_;
-  bool writing_ = false, welcomed_ = false, dead_ = false;
+  bool writing_ = false, reading_ = false, welcomed_ = false, dead_ = false;
   uint64_t next_seq_ = 1, acked_ = 0;
 };
 
@@ -290,7 +301,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
 int main(int argc, char** argv) {
   std::string orchestrator;
-  int agents = 100, threads = 1;
+  int agents = 100, threads = 1, burst = 16;
   double rate = 1000, duration = 10;
   po::options_description desc("sidetrace-loadgen: agent connections sending alerts at a set rate\n\nOptions");
   desc.add_options()("help,h", "show this help")(
@@ -300,6 +311,8 @@ int main(int argc, char** argv) {
       "rate", po::value(&rate)->default_value(rate), "alerts per second, all agents together")(
       "duration", po::value(&duration)->default_value(duration), "seconds of sending")(
       "threads", po::value(&threads)->default_value(threads), "event loops")(
+      "burst", po::value(&burst)->default_value(burst),
+      "alerts a connection sends in one write (the agent sends up to 512 queued alerts at once)")(
       "containers", po::value(&g_containers)->default_value(0),
       "distinct containers (and tasks) the agents run in; 0: one per agent, as on ECS")(
       "run-id", po::value(&g_run)->default_value(""), "agent id prefix, also hashed into the uuids (default: random)");
@@ -314,6 +327,10 @@ int main(int argc, char** argv) {
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
+  }
+  if (burst < 1) {
+    std::cerr << "sidetrace-loadgen: --burst must be at least 1\n";
+    return 2;
   }
   if (g_run.empty()) g_run = fmt::format("{:x}", NowNs());
   {
@@ -349,26 +366,34 @@ int main(int argc, char** argv) {
     workers.emplace_back([&, t] {
       auto& ioc = *loops[t];
       auto& mine = conns[t];
+      // With acks read lazily a loop can be without pending operations; it
+      // must not count as stopped (run_for would return at once from then on).
+      auto work = asio::make_work_guard(ioc);
       while (g_welcomed + g_errors < static_cast<uint64_t>(agents) && Clock::now() - wait_start < std::chrono::seconds(60)) {
         ioc.run_for(std::chrono::milliseconds(10));
       }
       double my_rate = rate / threads;
       auto start = Clock::now();
+      std::string time;
       uint64_t sent = 0;
       size_t next = 0;
       while (sending) {
         double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
         if (elapsed >= duration) break;
         uint64_t due = static_cast<uint64_t>(elapsed * my_rate);
-        // Spread what is due over the connections, a few per connection.
+        uint64_t ns = NowNs();
+        if (sent < due) time = Rfc3339(ns);
+        // Spread what is due over the connections, up to --burst alerts in
+        // one write per connection (an agent writes what queued meanwhile).
         while (sent < due && !mine.empty()) {
           auto& c = mine[next++ % mine.size()];
           if (!c->ready() || c->unacked() > 5000) {
+            c->Poll();
             if (next % mine.size() == 0) break;
             continue;
           }
-          int n = static_cast<int>(std::min<uint64_t>(due - sent, 16));
-          c->SendAlerts(n);
+          int n = static_cast<int>(std::min<uint64_t>(due - sent, static_cast<uint64_t>(burst)));
+          c->SendAlerts(n, ns, time);
           sent += static_cast<uint64_t>(n);
         }
         ioc.run_for(std::chrono::milliseconds(5));
@@ -376,7 +401,10 @@ int main(int argc, char** argv) {
       auto drain_until = Clock::now() + std::chrono::seconds(30);
       while (Clock::now() < drain_until) {
         bool all = true;
-        for (auto& c : mine) all = all && (!c->ready() || c->unacked() == 0);
+        for (auto& c : mine) {
+          c->Poll();
+          all = all && (!c->ready() || c->unacked() == 0);
+        }
         if (all) break;
         ioc.run_for(std::chrono::milliseconds(10));
       }

@@ -13,6 +13,7 @@
 #
 # usage: bench/orchestrator/run.sh [AGENTS=1000] [RATE=10000] [SECONDS=20] [LOADGEN_THREADS=1]
 #   env: SIDETRACE_BUILD_DIR (or BUILD)=build (the CMake build folder), SINK=1, ORCH_ARGS="extra orchestrator flags",
+#        BURST=N: alerts per write per agent connection (default 16),
 #        CONTAINERS=N: the agents run in N containers (default 0: each its own, as on ECS; 1 is the backend's best case),
 #        PERF=FILE: perf record -g (cpu-clock) of the orchestrator while the loadgen runs, into FILE
 set -euo pipefail
@@ -68,7 +69,7 @@ if [[ -n ${PERF:-} ]]; then
   perf record -e cpu-clock -g -p "$orch" -o "$PERF" -- sleep "$seconds" >/dev/null 2>&1 &
 fi
 "$build/bench/orchestrator/sidetrace-loadgen" --orchestrator "127.0.0.1:$orch_port" --access-key bench-key \
-  --agents "$agents" --rate "$rate" --duration "$seconds" --threads "$lg_threads" --containers "${CONTAINERS:-0}" \
+  --agents "$agents" --rate "$rate" --duration "$seconds" --threads "$lg_threads" --burst "${BURST:-16}" --containers "${CONTAINERS:-0}" \
   >"$tmp/loadgen.json" || true
 cat "$tmp/loadgen.json" >&2
 # Alerts the orchestrator acked must all arrive; unacked ones (the loadgen
