@@ -26,7 +26,7 @@ struct Config {
   std::string tls_cert;             // agent listener TLS (both or neither)
   std::string tls_key;
   uint32_t threads = 2;             // agent I/O threads
-  uint32_t backend_connections = 2; // concurrent POSTs to the backend
+  uint32_t backend_connections = 6; // concurrent POSTs to the backend (bench/RESULTS.md, "Session 6")
   uint32_t heartbeat_ms = 10000;    // told to agents in the welcome
   std::string log_level = "info";
 };
