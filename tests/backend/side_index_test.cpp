@@ -21,9 +21,11 @@
 
 #include "backend/store.h"
 #include "tests/backend/harness.h"
+#include "tests/backend/released_schemas.h"
 
 using namespace sidetrace::backend;
 using sidetrace::backend_test::MakeTempDir;
+using namespace sidetrace::backend_test;  // the released schemas
 
 namespace {
 
@@ -275,25 +277,9 @@ TEST_CASE("backend_side_index: a schema-2 database is migrated with its rows ind
     // Schema version 2 as released (migrations 1 and 2 of store.cpp).
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    const char* schema = R"sql(
-CREATE TABLE events (
-  id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, time_ns INTEGER NOT NULL, rule TEXT NOT NULL,
-  priority_num INTEGER NOT NULL, container_id TEXT NOT NULL, task_arn TEXT NOT NULL, agent_id TEXT NOT NULL,
-  json TEXT NOT NULL, received_ns INTEGER NOT NULL);
-CREATE INDEX events_time ON events(time_ns, id);
-CREATE INDEX events_rule ON events(rule, time_ns);
-CREATE INDEX events_priority ON events(priority_num, time_ns);
-CREATE INDEX events_container ON events(container_id, time_ns);
-CREATE INDEX events_task ON events(task_arn, time_ns);
-CREATE TABLE agents (
-  id TEXT PRIMARY KEY, hostname TEXT NOT NULL DEFAULT '', container_id TEXT NOT NULL DEFAULT '',
-  container_name TEXT NOT NULL DEFAULT '', task_arn TEXT NOT NULL DEFAULT '', cluster TEXT NOT NULL DEFAULT '',
-  metadata TEXT, stats TEXT, events_seen INTEGER NOT NULL DEFAULT -1, alerts INTEGER NOT NULL DEFAULT -1,
-  drops INTEGER NOT NULL DEFAULT -1, alerts_stored INTEGER NOT NULL DEFAULT 0,
-  first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
-PRAGMA user_version = 2;
-)sql";
-    REQUIRE(sqlite3_exec(db, schema, nullptr, nullptr, nullptr) == SQLITE_OK);
+    std::string schema = std::string(kEventsTableV2) + kEventIndexesV1 + kContainerTaskIndexesV1 + kAgentsTableV1 +
+                         "PRAGMA user_version = 2;";
+    REQUIRE(sqlite3_exec(db, schema.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_stmt* s = nullptr;
     REQUIRE(sqlite3_prepare_v2(db,
                                "INSERT INTO events(uuid,time_ns,rule,priority_num,container_id,task_arn,agent_id,"

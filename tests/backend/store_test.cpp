@@ -11,9 +11,11 @@
 
 #include "backend/store.h"
 #include "tests/backend/harness.h"
+#include "tests/backend/released_schemas.h"
 
 using namespace sidetrace::backend;
 using sidetrace::backend_test::MakeTempDir;
+using namespace sidetrace::backend_test;  // the released schemas
 
 namespace {
 
@@ -21,28 +23,12 @@ namespace {
 void WriteVersion1(const std::string& path) {
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  const char* sql = R"sql(
-CREATE TABLE events (
-  id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, time_ns INTEGER NOT NULL, rule TEXT NOT NULL,
-  priority TEXT NOT NULL, priority_num INTEGER NOT NULL, source TEXT NOT NULL, hostname TEXT NOT NULL,
-  container_id TEXT NOT NULL, task_arn TEXT NOT NULL, agent_id TEXT NOT NULL, output TEXT NOT NULL,
-  json TEXT NOT NULL, received_ns INTEGER NOT NULL);
-CREATE INDEX events_time ON events(time_ns, id);
-CREATE INDEX events_rule ON events(rule, time_ns);
-CREATE INDEX events_priority ON events(priority_num, time_ns);
-CREATE INDEX events_container ON events(container_id, time_ns);
-CREATE INDEX events_task ON events(task_arn, time_ns);
-CREATE TABLE agents (
-  id TEXT PRIMARY KEY, hostname TEXT NOT NULL DEFAULT '', container_id TEXT NOT NULL DEFAULT '',
-  container_name TEXT NOT NULL DEFAULT '', task_arn TEXT NOT NULL DEFAULT '', cluster TEXT NOT NULL DEFAULT '',
-  metadata TEXT, stats TEXT, events_seen INTEGER NOT NULL DEFAULT -1, alerts INTEGER NOT NULL DEFAULT -1,
-  drops INTEGER NOT NULL DEFAULT -1, alerts_stored INTEGER NOT NULL DEFAULT 0,
-  first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
+  std::string sql = std::string(kEventsTableV1) + kEventIndexesV1 + kContainerTaskIndexesV1 + kAgentsTableV1 + R"sql(
 INSERT INTO events VALUES (1, 'old-1', 1000, 'Old rule', 'Warning', 4, 'syscall', 'h', 'c1', 't1', 'a1',
   'cat /etc/shadow', '{"uuid":"old-1","rule":"Old rule","output":"cat /etc/shadow"}', 1000);
 PRAGMA user_version = 1;
 )sql";
-  REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(db);
 }
 
@@ -247,7 +233,7 @@ nlohmann::json AgentEntry(Store& store, const std::string& id) {
 struct RawDb {
   explicit RawDb(const std::string& path) { REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK); }
   ~RawDb() { sqlite3_close(db); }
-  void Exec(const char* sql) { REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK); }
+  void Exec(const std::string& sql) { REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK); }
   int64_t Int(const std::string& sql) {
     sqlite3_stmt* s = nullptr;
     REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
@@ -268,26 +254,7 @@ TEST_CASE("backend_store: a schema-3 database is migrated with its agents' activ
     // Schema version 3 as released (migrations 1-3 of store.cpp), with two
     // agents: one that sent a record, one known only from its alerts.
     RawDb raw(path);
-    raw.Exec(R"sql(
-CREATE TABLE events (
-  id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, time_ns INTEGER NOT NULL, rule TEXT NOT NULL,
-  priority_num INTEGER NOT NULL, container_id TEXT NOT NULL, task_arn TEXT NOT NULL, agent_id TEXT NOT NULL,
-  json TEXT NOT NULL, received_ns INTEGER NOT NULL);
-CREATE INDEX events_time ON events(time_ns, id);
-CREATE INDEX events_rule ON events(rule, time_ns);
-CREATE INDEX events_priority ON events(priority_num, time_ns);
-CREATE TABLE agents (
-  id TEXT PRIMARY KEY, hostname TEXT NOT NULL DEFAULT '', container_id TEXT NOT NULL DEFAULT '',
-  container_name TEXT NOT NULL DEFAULT '', task_arn TEXT NOT NULL DEFAULT '', cluster TEXT NOT NULL DEFAULT '',
-  metadata TEXT, stats TEXT, events_seen INTEGER NOT NULL DEFAULT -1, alerts INTEGER NOT NULL DEFAULT -1,
-  drops INTEGER NOT NULL DEFAULT -1, alerts_stored INTEGER NOT NULL DEFAULT 0,
-  first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
-CREATE TABLE events_by_container (container_id TEXT NOT NULL, time_ns INTEGER NOT NULL, id INTEGER NOT NULL,
-  PRIMARY KEY (container_id, time_ns, id)) WITHOUT ROWID;
-CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_arn TEXT NOT NULL UNIQUE);
-CREATE TABLE events_by_task (task INTEGER NOT NULL, time_ns INTEGER NOT NULL, id INTEGER NOT NULL,
-  PRIMARY KEY (task, time_ns, id)) WITHOUT ROWID;
-CREATE TABLE side_index_state (one INTEGER PRIMARY KEY CHECK (one = 1), indexed_to INTEGER NOT NULL);
+    raw.Exec(std::string(kEventsTableV2) + kEventIndexesV1 + kAgentsTableV1 + kSideTablesV3 + R"sql(
 INSERT INTO side_index_state VALUES (1, 0);
 INSERT INTO agents VALUES ('rec', 'host-1', 'c-rec', 'app', 'arn:t/1', 'prod', '{"id":"rec","hostname":"host-1"}',
   '{"events_seen":50,"alerts":9,"drops":2}', 50, 9, 2, 7, 1000000000, 5000000000);
