@@ -340,14 +340,21 @@ void Store::Checkpointer() {
 void Store::RestartWalIfDue() {
   if (!restart_due_.load(std::memory_order_relaxed)) return;
   std::lock_guard write(write_mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (now < restart_retry_at_) return;
   std::lock_guard lock(checkpoint_mu_);  // copied_frames_ changes with the WAL
   // A busy checkpoint lock (a pass running) or a reader on old frames:
-  // SQLITE_BUSY at once, and a later transaction tries again.
+  // SQLITE_BUSY at once, and a transaction kRestartRetry later tries again
+  // (a RESTART that found a reader has still copied, and synced, the frames
+  // the group added: not after every group while a long query runs).
   sqlite3_busy_timeout(writer_, 0);
   int log = 0, copied = 0;
   int rc = sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &copied);
   sqlite3_busy_timeout(writer_, kBusyTimeoutMs);
-  if (rc == SQLITE_BUSY) return;
+  if (rc == SQLITE_BUSY) {
+    restart_retry_at_ = now + kRestartRetry;
+    return;
+  }
   if (rc != SQLITE_OK) log::Warn("WAL restart failed", "error={}", log::Quote(sqlite3_errmsg(writer_)));
   log::Debug("WAL restart", "rc={} wal_frames={} copied={}", rc, log, copied);
   checkpoints_++;

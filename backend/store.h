@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -243,6 +244,8 @@ class Store {
   std::atomic<int> wal_frames_{0};
   int copied_frames_ = 0;                // GUARDED_BY(checkpoint_mu_): of the current WAL, by the passes
   std::atomic<bool> restart_due_{false};
+  static constexpr std::chrono::milliseconds kRestartRetry{50};
+  std::chrono::steady_clock::time_point restart_retry_at_;  // GUARDED_BY(write_mu_)
   std::atomic<uint64_t> checkpoints_{0};
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
