@@ -10,7 +10,9 @@
 // Thread-safety: none (the Store's writer lock guards it).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
