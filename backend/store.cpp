@@ -214,7 +214,7 @@ Status Store::Init() {
   Status st = Exec(writer_, fmt::format("PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=normal;"
                                         "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;"
                                         "PRAGMA journal_size_limit={};",
-                                        kPageSize, kWalCheckpointBytes * 8)
+                                        kPageSize, kWalKeepBytes)
                                 .c_str());
   if (!st.ok()) return Status::IoError(path_ + ": " + st.message());
   int version = 0;

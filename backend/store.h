@@ -90,6 +90,12 @@ class Store {
   // which cost the committer ~10% of its time under a 100k alerts/s burst.
   static constexpr int64_t kWalCheckpointBytes = 16 << 20;
   static constexpr int64_t kRestartTailBytes = 1 << 20;
+  // A restart truncates a WAL larger than this (journal_size_limit). After
+  // a side-table bulk the WAL reaches 150-300 MB before the passes catch
+  // up; truncating it to 128 MB cost the committer ~5% of its time (ext4
+  // discards the blocks, the next writes allocate them again), so the file
+  // keeps up to 512 MB.
+  static constexpr int64_t kWalKeepBytes = 32 * kWalCheckpointBytes;
   // Page size of a new database file. An ingest commit writes mostly new
   // table pages, so larger pages mean fewer WAL writes, b-tree splits and
   // checkpoint copies (per 1,000 alerts from one container: 4 KiB 32 ms of
@@ -108,14 +114,15 @@ class Store {
   static constexpr size_t kInsertChunk = 100;
 
   // The committer indexes the side tables once this many rows are above the
-  // watermark (or after kSideIndexDelay with fewer). Each bulk touches each
-  // container's (task's) leaf once instead of once per commit, so larger
-  // bulks write fewer whole leaves: with 1,000 containers 200,000 rows cost
-  // the committer ~1.5 us per alert less than 50,000 did, end to end at
-  // 100k alerts/s. Queries read at most about this many unindexed rows by
-  // id: a container query over 190,000 of them takes 70-110 ms
-  // (bench/RESULTS.md, "Session 6").
-  static constexpr int64_t kSideIndexRows = 200000;
+  // watermark (or after kSideIndexDelay with fewer). A bulk writes each
+  // container's (task's) last leaves whole, with their splits, whatever the
+  // bulk's size: with 1,000 of each that grows with the tables to ~6,100
+  // pages (~100 MB of WAL, then as much checkpointed) by the ninth bulk of
+  // 200,000 rows. So larger bulks cost less per alert: 400,000 rows sustain 107-120k alerts/s
+  // end to end where 200,000 sustained 99-107k (120k/s offered for 60 s).
+  // Queries read at most about this many unindexed rows by id: a container
+  // query over 400,000 of them takes ~150 ms (bench/RESULTS.md, "Session 7").
+  static constexpr int64_t kSideIndexRows = 400000;
   static constexpr int kSideIndexDelaySeconds = 10;
   // Side rows per INSERT statement in a bulk (see kInsertChunk).
   static constexpr size_t kSideChunk = 100;
