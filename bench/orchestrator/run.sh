@@ -88,7 +88,8 @@ for _ in $(seq 600); do
 done
 end=$(date +%s.%N); o1=$(ticks "$orch"); b1=$(ticks "$backend"); thread_ticks "$orch" >"$tmp/threads1"
 rss_peak_kb=$(awk '/VmHWM/{print $2}' "/proc/$orch/status")
-metrics=$(curl -s "http://127.0.0.1:$http_port/metrics")
+# To a file: with thousands of agents (a drop counter each) it is too long for an argument.
+curl -s "http://127.0.0.1:$http_port/metrics" >"$tmp/metrics.txt"
 if [[ ${SINK:-0} == 1 ]]; then
   curl -s --cacert "$ca" "https://127.0.0.1:$ingest_port/stats" >"$tmp/stored.json"
 else
@@ -102,14 +103,14 @@ print(json.dumps({"unique": rx[2], "received": len(lat), "first_ns": rx[0] or 0,
                   "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1] / 1e6 if lat else 0}))
 PY
 fi
-python3 - "$tmp/loadgen.json" "$tmp/stored.json" "$o0" "$o1" "$b0" "$b1" "$hz" "$start" "$end" "$rss_peak_kb" "$metrics" \
+python3 - "$tmp/loadgen.json" "$tmp/stored.json" "$o0" "$o1" "$b0" "$b1" "$hz" "$start" "$end" "$rss_peak_kb" "$tmp/metrics.txt" \
   "$tmp/threads0" "$tmp/threads1" <<'PY'
 import json, os, sys
 lg = json.load(open(sys.argv[1])); st = json.load(open(sys.argv[2]))
 o0, o1, b0, b1, hz = (int(x) for x in sys.argv[3:8])
 wall = float(sys.argv[9]) - float(sys.argv[8])
 span = (st["last_ns"] - st["first_ns"]) / 1e9 or 1
-m = {l.split()[0]: l.split()[1] for l in sys.argv[11].splitlines() if l and not l.startswith("#") and "{" not in l}
+m = {l.split()[0]: l.split()[1] for l in open(sys.argv[11]) if l.strip() and not l.startswith("#") and "{" not in l}
 print(f"agents={lg['agents']} welcomed={lg['welcomed']} target_rate={lg['target_rate']:.0f}/s sent={lg['sent']} "
       f"acked={lg['acked']} stored_unique={st['unique']} acked_but_lost={max(0, lg['acked'] - st['unique'])} "
       f"end_to_end_rate={st['unique'] / span:.0f}/s latency_p50={st['p50_ms']:.1f}ms p99={st['p99_ms']:.1f}ms "
