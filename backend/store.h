@@ -118,8 +118,9 @@ class Store {
   // container's (task's) last leaves whole, with their splits, whatever the
   // bulk's size: with 1,000 of each that grows with the tables to ~6,100
   // pages (~100 MB of WAL, then as much checkpointed) by the ninth bulk of
-  // 200,000 rows. So larger bulks cost less per alert: 400,000 rows sustain 107-120k alerts/s
-  // end to end where 200,000 sustained 99-107k (120k/s offered for 60 s).
+  // 200,000 rows. So larger bulks cost less per alert: of 120k alerts/s
+  // offered for 60 s end to end, 400,000-row bulks (with kWalKeepBytes)
+  // stored 107-120k/s, 200,000-row bulks (WAL truncated) 99-107k.
   // Queries read at most about this many unindexed rows by id: a container
   // query over 400,000 of them takes ~150 ms (bench/RESULTS.md, "Session 7").
   static constexpr int64_t kSideIndexRows = 400000;
